@@ -1,0 +1,1 @@
+"""Benchmarks against what users do today; ``python -m bench`` runs them all."""

@@ -1,0 +1,43 @@
+"""Run every benchmark (or those named) and print one table.
+
+python -m bench [SECTION...]
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from bench.table import render
+
+# Section name -> module with run() -> list[Row]. A section lands with its issue.
+SECTIONS: dict[str, str] = {}
+PENDING = {
+    "cache": "directory save/restore vs tar|zstd (issue 3)",
+    "build": "cached multi-stage build vs docker save/load (issue 4)",
+    "mounts": "ccache across jobs (issue 5)",
+    "run": "SIGTERM to container gone, cleanup of 200 containers (issue 6)",
+    "backends": "S3, GHA, OCI, Jenkins throughput vs local (issue 7)",
+}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(SECTIONS)
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        print(f"bench: unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
+        return 2
+    rows = []
+    for name in chosen:
+        module = importlib.import_module(SECTIONS[name])
+        rows.extend(module.run())
+    if rows:
+        print(render(rows))
+    for name, what in PENDING.items():
+        if name not in SECTIONS:
+            print(f"(not yet measured: {name}: {what})")
+    return 1 if any(row.verdict == "MISSED" for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

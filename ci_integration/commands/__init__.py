@@ -1,0 +1,1 @@
+"""One module per CLI subcommand: each turns parsed arguments into calls of the library."""

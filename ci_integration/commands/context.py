@@ -1,0 +1,28 @@
+"""``ci-integration context``: print the detected CI context."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+from ci_integration import context, report
+from ci_integration.context import OVERRIDE_PREFIX
+
+DERIVED = frozenset({"scope_chain", "read_only"})
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    detected = context.detect(env, Path.cwd())
+    values = detected.as_dict()
+    if args.shell:
+        # The names are the override variables, so an eval'd context is read back as is.
+        for name, value in values.items():
+            if value is not None and name not in DERIVED:
+                print(
+                    f"export {OVERRIDE_PREFIX}{name.upper()}={shlex.quote(report.as_text(value))}"
+                )
+        return 0
+    report.emit(values, as_json=args.json, github_output=args.github_output, env=env)
+    return 0

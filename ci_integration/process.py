@@ -1,0 +1,51 @@
+"""The one place that runs subprocesses."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ci_integration.errors import CommandError
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    check: bool = True,
+    capture: bool = True,
+    input: bytes | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` and return the finished process, text mode.
+
+    With ``check``, a non-zero exit raises CommandError carrying the command, its
+    exit code and its output. A missing program raises CommandError with code 127,
+    as a shell would report it.
+    """
+    argv = [str(arg) for arg in argv]
+    log.debug("running %s", argv)
+    try:
+        result = subprocess.run(
+            argv,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            input=input.decode() if input is not None else None,
+            capture_output=capture,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise CommandError(argv, 127, f"{argv[0]}: command not found") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(argv, 124, f"timed out after {timeout} s") from exc
+    if check and result.returncode != 0:
+        output = (result.stderr or "") + (result.stdout or "") if capture else ""
+        raise CommandError(argv, result.returncode, output)
+    return result

@@ -1,0 +1,148 @@
+"""What the tool tells people: log lines, CI log groups, outputs and summaries.
+
+Secret values from the environment and signatures in URLs are masked in every
+line that goes through logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from ci_integration.errors import UsageError
+
+log = logging.getLogger("ci_integration")
+
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|CREDENTIAL|_KEY$|^AWS_SESSION", re.IGNORECASE)
+_SIGNED_QUERY = re.compile(
+    r"([?&](?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|token|se|sv)=)"
+    r"[^&\s\"']+",
+    re.IGNORECASE,
+)
+_USERINFO = re.compile(r"(\w+://)[^/\s:@]+:[^/\s@]+@")
+MASK = "***"
+
+
+class Redactor(logging.Filter):
+    """Masks secret values and signed URL parts in log records."""
+
+    def __init__(self, secrets: set[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret that contains another is masked whole.
+        self.secrets = sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        text = _SIGNED_QUERY.sub(rf"\1{MASK}", text)
+        return _USERINFO.sub(rf"\1{MASK}@", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redact(record.getMessage())
+        record.args = ()
+        return True
+
+
+def secrets_in(env: Mapping[str, str]) -> set[str]:
+    return {value for name, value in env.items() if _SECRET_NAME.search(name) and value}
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, github: bool) -> None:
+        super().__init__()
+        self.github = github
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        if record.levelno >= logging.ERROR:
+            return f"::error::{message}" if self.github else f"ci-integration: error: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"::warning::{message}" if self.github else f"ci-integration: warning: {message}"
+        return message
+
+
+def configure(env: Mapping[str, str], *, verbose: bool = False) -> Redactor:
+    """Send the tool's log to stderr, masked; GitHub gets annotations for warnings."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(github=env.get("GITHUB_ACTIONS") == "true"))
+    redactor = Redactor(secrets_in(env))
+    handler.addFilter(redactor)
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+    return redactor
+
+
+@contextlib.contextmanager
+def group(title: str, env: Mapping[str, str]) -> Iterator[None]:
+    """A foldable section of the CI log."""
+    github = env.get("GITHUB_ACTIONS") == "true"
+    print(f"::group::{title}" if github else f"--- {title}", file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        if github:
+            print("::endgroup::", file=sys.stderr, flush=True)
+
+
+def write_github_output(path: str | Path, values: Mapping[str, str]) -> None:
+    """Append outputs in the runner's file format; multi-line values use a heredoc."""
+    lines = []
+    for name, value in values.items():
+        if "\n" in value:
+            delimiter = f"ghadelimiter_{uuid.uuid4().hex}"
+            lines.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+        else:
+            lines.append(f"{name}={value}\n")
+    with open(path, "a", encoding="utf-8") as stream:
+        stream.writelines(lines)
+
+
+def append_step_summary(path: str | Path, markdown: str) -> None:
+    with open(path, "a", encoding="utf-8") as stream:
+        stream.write(markdown.rstrip("\n") + "\n")
+
+
+def human_bytes(count: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value, unit = float(count), 0
+    while abs(value) >= 1024 and unit < len(units) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{int(count)} B" if unit == 0 else f"{value:.1f} {units[unit]}"
+
+
+def emit(
+    values: Mapping[str, object], *, as_json: bool, github_output: bool, env: Mapping[str, str]
+) -> None:
+    """A command's result: text or JSON on stdout, and the runner's outputs file if asked."""
+    if as_json:
+        print(json.dumps(values, indent=2, sort_keys=True))
+    else:
+        width = max((len(name) for name in values), default=0)
+        for name, value in values.items():
+            print(f"{name + ':':<{width + 1}} {as_text(value)}")
+    if github_output:
+        path = env.get("GITHUB_OUTPUT")
+        if not path:
+            raise UsageError("--github-output needs GITHUB_OUTPUT: run it in a GitHub Actions step")
+        write_github_output(
+            path, {name.replace("_", "-"): as_text(v) for name, v in values.items()}
+        )
+
+
+def as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(item) for item in value)
+    return str(value)
