@@ -11,7 +11,9 @@ import sys
 from bench.table import render
 
 # Section name -> module with run() -> list[Row]. A section lands with its issue.
-SECTIONS: dict[str, str] = {}
+SECTIONS: dict[str, str] = {
+    "cache": "bench.cache_directory",
+}
 PENDING = {
     "cache": "directory save/restore vs tar|zstd (issue 3)",
     "build": "cached multi-stage build vs docker save/load (issue 4)",

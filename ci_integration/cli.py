@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from ci_integration import __version__, report
+from ci_integration.commands import cache as cache_command
 from ci_integration.commands import context as context_command
 from ci_integration.errors import CIIntegrationError, Interrupted
 
@@ -35,12 +36,86 @@ def build_parser() -> argparse.ArgumentParser:
     formats.add_argument("--shell", action="store_true", help="print export lines for eval")
     ctx.add_argument("--github-output", action="store_true", help="also write $GITHUB_OUTPUT")
     ctx.set_defaults(handler=context_command.run)
+
+    cache = commands.add_parser("cache", help="save and restore folders through a cache store")
+    actions = cache.add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=_Parser
+    )
+    save = actions.add_parser("save", help="save folders under a key, in this job's scope")
+    restore = actions.add_parser("restore", help="restore folders: exact key, else a prefix")
+    for sub in (save, restore):
+        sub.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
+        sub.add_argument(
+            "--key",
+            required=True,
+            help="the key; may use {hash:GLOB,...}, {branch}, {scope}, {os}, {arch}",
+        )
+        sub.add_argument(
+            "--restore-key",
+            dest="restore_keys",
+            action="append",
+            default=[],
+            metavar="PREFIX",
+            help="key prefix to fall back on (repeatable)",
+        )
+        _add_store_options(sub)
+        _add_output_options(sub)
+    save.add_argument("--read-only", action="store_true", help="do not save (say so and exit 0)")
+    restore.add_argument("--fail-on-miss", action="store_true", help="exit 3 when nothing matches")
+    save.set_defaults(handler=cache_command.save)
+    restore.set_defaults(handler=cache_command.restore)
+
+    listing = actions.add_parser("list", help="list the entries of a store")
+    listing.add_argument("--scope", help="only this scope")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    _add_store_options(listing, strict=False)
+    listing.set_defaults(handler=cache_command.list_entries)
+
+    prune = actions.add_parser("prune", help="evict entries by age and size, drop unused blobs")
+    prune.add_argument(
+        "--max-size",
+        type=cache_command.parse_size,
+        metavar="SIZE",
+        help="keep the store under SIZE (500M, 10G), least recently used go first",
+    )
+    prune.add_argument(
+        "--max-age",
+        type=cache_command.parse_duration,
+        metavar="AGE",
+        help="remove entries unused for AGE (12h, 7d)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    _add_store_options(prune, strict=False)
+    _add_output_options(prune)
+    prune.set_defaults(handler=cache_command.prune_store)
     return parser
+
+
+def _add_store_options(parser: argparse.ArgumentParser, strict: bool = True) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="file://DIR (default: $CI_INTEGRATION_STORE, else a local folder)",
+    )
+    if strict:
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="fail (exit 3) on cache trouble instead of warning",
+        )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--github-output", action="store_true", help="also write $GITHUB_OUTPUT")
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 0
     report.configure(env, verbose=args.debug)
     try:
         return args.handler(args, env)

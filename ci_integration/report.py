@@ -11,6 +11,8 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -146,3 +148,40 @@ def as_text(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(str(item) for item in value)
     return str(value)
+
+
+class Progress:
+    """Bytes moved and the rate, redrawn on a terminal at most twice a second;
+    silent otherwise (the command prints a one-line summary when done)."""
+
+    def __init__(self, label: str, *, stream=None, clock=time.monotonic) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.clock = clock
+        self.enabled = self.stream.isatty()
+        self.started = clock()
+        self.done = 0
+        self._drawn = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def seconds(self) -> float:
+        return self.clock() - self.started
+
+    def advance(self, count: int) -> None:
+        with self._lock:
+            self.done += count
+            if self.enabled and self.clock() - self._drawn >= 0.5:
+                self._drawn = self.clock()
+                self._draw()
+
+    def close(self) -> None:
+        if self.enabled and self._drawn:
+            self._draw()
+            self.stream.write("\n")
+
+    def _draw(self) -> None:
+        rate = self.done / max(self.seconds, 1e-6)
+        line = f"{self.label}: {human_bytes(self.done)} ({human_bytes(rate)}/s)"
+        self.stream.write(f"\r{line:<60}")
+        self.stream.flush()

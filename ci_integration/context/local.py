@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ci_integration import process
@@ -13,8 +13,9 @@ from ci_integration.errors import CommandError
 log = logging.getLogger(__name__)
 
 
-def detect(env: Mapping[str, str], cwd: Path) -> CIContext:
-    git = _Git(env, cwd)
+def detect(env: Mapping[str, str], cwd: Path, *, warn: bool = True) -> CIContext:
+    """``warn=False`` when git only fills gaps a CI left: its absence is no news there."""
+    git = _Git(env, cwd, log.warning if warn else log.debug)
     if not git.is_repository():
         return CIContext(provider=Provider.LOCAL)
     branch = git.output("symbolic-ref", "--quiet", "--short", "HEAD")
@@ -41,9 +42,10 @@ def _default_branch(git: _Git) -> str | None:
 
 
 class _Git:
-    def __init__(self, env: Mapping[str, str], cwd: Path) -> None:
+    def __init__(self, env: Mapping[str, str], cwd: Path, report: Callable[..., None]) -> None:
         self.env = env
         self.cwd = cwd
+        self.report = report
 
     def is_repository(self) -> bool:
         try:
@@ -54,10 +56,10 @@ class _Git:
                 check=False,
             )
         except CommandError as exc:
-            log.warning("git is not available (%s): branch and commit unknown", exc)
+            self.report("git is not available (%s): branch and commit unknown", exc)
             return False
         if result.returncode != 0:
-            log.warning("%s is not in a git repository: branch and commit unknown", self.cwd)
+            self.report("%s is not in a git repository: branch and commit unknown", self.cwd)
             return False
         return True
 

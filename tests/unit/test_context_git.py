@@ -102,7 +102,8 @@ def test_jenkins_gaps_filled_from_the_checkout(origin, tmp_path, base_env):
     assert context.commit == git(origin, "rev-parse", "HEAD")
 
 
-def test_cli_json_for_a_pull_request_from_a_fork(tmp_path, base_env, capsys):
+def test_cli_json_for_a_pull_request_from_a_fork(tmp_path, base_env, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     event = tmp_path / "event.json"
     event.write_text(
         json.dumps(
@@ -126,8 +127,6 @@ def test_cli_json_for_a_pull_request_from_a_fork(tmp_path, base_env, capsys):
         "GITHUB_BASE_REF": "main",
         "GITHUB_EVENT_PATH": str(event),
     }
-    monkey_cwd = tmp_path / "empty"
-    monkey_cwd.mkdir()
     assert main(["context", "--json"], env=env) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["branch"], data["base_branch"], data["pr_number"]) == ("main", "main", 21)
@@ -135,7 +134,8 @@ def test_cli_json_for_a_pull_request_from_a_fork(tmp_path, base_env, capsys):
     assert data["scope"] == "pr-21" != data["scope_chain"][1] == "branch-main"
 
 
-def test_cli_github_output_and_shell_round_trip(tmp_path, base_env, capsys):
+def test_cli_github_output_and_shell_round_trip(tmp_path, base_env, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     output = tmp_path / "github_output"
     env = {
         **base_env,

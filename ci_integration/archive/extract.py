@@ -1,0 +1,185 @@
+"""Writing a tree back to disk, all or nothing.
+
+Each root is rebuilt in a fresh folder beside its target and swapped in only once
+every byte of every root has been fetched, verified and written: a failure at any
+point leaves the targets as they were and no temp folder behind. Symlinks are
+created last and checked after, so no write ever goes through one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import shutil
+import stat
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ci_integration.archive.tree import DIRECTORY, FILE, SYMLINK, Record, Tree
+from ci_integration.errors import CacheError, UnsafeArchiveError
+
+# Restored files get their saved permissions, but never setuid or setgid.
+MODE_MASK = 0o1777
+# The temp folder is new and holds no symlink until every file is written; NOFOLLOW
+# is a second guard all the same.
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_FLAGS = _WRITE_FLAGS | os.O_EXCL
+
+
+def extract(
+    tree: Tree,
+    targets: list[Path],
+    fetch_pack: Callable[[int], bytes],
+    on_bytes: Callable[[int], None],
+    workers: int = 4,
+) -> None:
+    """Rebuild every root of ``tree`` at ``targets`` (same order as tree.roots)."""
+    _check_disk_space(tree, targets)
+    temps: list[Path | None] = [None] * len(targets)
+    try:
+        for index, target in enumerate(targets):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temps[index] = target.parent / f".{target.name}.ci-integration-{os.urandom(4).hex()}"
+        by_root = [[r for r in tree.records if r.root == i] for i in range(len(targets))]
+        for index, records in enumerate(by_root):
+            _create_folders(temps[index], records)
+        _write_files(tree, temps, fetch_pack, on_bytes, workers)
+        for index, records in enumerate(by_root):
+            _finish_root(temps[index], records)
+        for index, target in enumerate(targets):
+            if by_root[index]:
+                _swap_in(temps[index], target)
+                temps[index] = None
+    finally:
+        for temp in temps:
+            if temp is not None:
+                _remove(temp)
+
+
+def _path(temp: Path, record: Record) -> Path:
+    return temp / record.path if record.path else temp
+
+
+def _create_folders(temp: Path | None, records: list[Record]) -> None:
+    for record in records:
+        if record.type == DIRECTORY:
+            os.mkdir(_path(temp, record), 0o700)
+
+
+def _write_files(
+    tree: Tree,
+    temps: list[Path | None],
+    fetch_pack: Callable[[int], bytes],
+    on_bytes: Callable[[int], None],
+    workers: int,
+) -> None:
+    # Where each piece goes: (record, offset in its file), grouped by pack.
+    destinations: dict[int, list[tuple[Record, int]]] = defaultdict(list)
+    for record in tree.records:
+        if record.type == FILE:
+            offset = 0
+            for piece in record.pieces:
+                destinations[piece].append((record, offset))
+                offset += tree.pieces[piece].length
+            if not record.pieces:
+                os.close(os.open(_path(temps[record.root], record), _CREATE_FLAGS, 0o600))
+    pieces_of_pack: dict[int, list[int]] = defaultdict(list)
+    for piece in destinations:
+        pieces_of_pack[tree.pieces[piece].pack].append(piece)
+
+    for pack, data in _fetch_all(sorted(pieces_of_pack), fetch_pack, workers):
+        for piece_index in pieces_of_pack[pack]:
+            piece = tree.pieces[piece_index]
+            view = memoryview(data)[piece.offset : piece.offset + piece.length]
+            for record, offset in destinations[piece_index]:
+                path = _path(temps[record.root], record)
+                fd = os.open(path, _WRITE_FLAGS, 0o600)
+                try:
+                    os.pwrite(fd, view, offset)
+                finally:
+                    os.close(fd)
+            on_bytes(piece.length * len(destinations[piece_index]))
+
+
+def _fetch_all(
+    packs: list[int], fetch_pack: Callable[[int], bytes], workers: int
+) -> Iterator[tuple[int, bytes]]:
+    """Packs in order, fetched ahead by worker threads but never more than a few in memory."""
+    with concurrent.futures.ThreadPoolExecutor(workers, "ci-integration-fetch") as pool:
+        window: list[tuple[int, concurrent.futures.Future[bytes]]] = []
+        queue = iter(packs)
+        try:
+            for pack in queue:
+                window.append((pack, pool.submit(fetch_pack, pack)))
+                if len(window) >= workers * 2:
+                    first, future = window.pop(0)
+                    yield first, future.result()
+            for pack, future in window:
+                yield pack, future.result()
+        finally:
+            for _, future in window:
+                future.cancel()
+
+
+def _finish_root(temp: Path | None, records: list[Record]) -> None:
+    """Symlinks, then permissions and times, deepest first so folders close last."""
+    for record in records:
+        if record.type == SYMLINK:
+            os.symlink(record.target, _path(temp, record))
+    real_root = os.path.realpath(temp)
+    for record in records:
+        if record.type == SYMLINK:
+            resolved = os.path.realpath(_path(temp, record))
+            if resolved != real_root and not resolved.startswith(real_root + os.sep):
+                raise UnsafeArchiveError(f"symlink {record.path!r} leads outside the target")
+    for record in sorted(records, key=lambda r: r.path.count("/") + bool(r.path), reverse=True):
+        path = _path(temp, record)
+        times = (record.mtime_ns, record.mtime_ns)
+        if record.type == SYMLINK:
+            os.utime(path, ns=times, follow_symlinks=False)
+        else:
+            os.chmod(path, stat.S_IMODE(record.mode) & MODE_MASK)
+            os.utime(path, ns=times)
+
+
+def _swap_in(temp: Path, target: Path) -> None:
+    old = None
+    if os.path.lexists(target):
+        old = target.parent / f".{target.name}.ci-integration-old-{os.urandom(4).hex()}"
+        os.rename(target, old)
+    try:
+        os.rename(temp, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)
+        raise
+    if old is not None:
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        # Saved folder modes may forbid deleting their content; open them up first.
+        for folder, _, _ in os.walk(path):
+            with contextlib.suppress(OSError):
+                os.chmod(folder, 0o700)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _check_disk_space(tree: Tree, targets: list[Path]) -> None:
+    needed = tree.raw_size
+    probe = next((p for p in targets[0].parents if p.exists()), Path("/")) if targets else None
+    if probe is None:
+        return
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise CacheError(
+            f"restoring needs {needed} bytes but {probe} has {free} free: free some disk space"
+        )

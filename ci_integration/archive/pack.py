@@ -1,0 +1,184 @@
+"""Pieces of files packed into compressed blobs, each piece stored once.
+
+A piece is a whole small file or a slice of a large one, named by the sha256 of
+its bytes. New pieces are gathered into packs of about PACK_TARGET bytes, each
+compressed as one zstd frame in a worker thread and uploaded unless the store
+has it. Pieces that an earlier entry already stored are referenced in place:
+only what changed is uploaded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Iterable, Mapping
+
+import zstandard
+
+from ci_integration.archive.tree import Piece, Tree
+from ci_integration.store.scoped import ScopedStore
+
+PIECE_SIZE = 4 * 1024 * 1024
+PACK_TARGET = 16 * 1024 * 1024
+# Level 2 stores about the bytes that `zstd -3` over a tar stream stores (each pack
+# is one frame of known size), for a quarter less CPU: bench/cache_directory.py.
+COMPRESSION_LEVEL = 2
+# A pack of an earlier entry whose pieces are mostly gone is not reused: its
+# live pieces are packed anew, so restores do not download dead bytes.
+MIN_REUSED_PACK_USE = 0.5
+
+
+@dataclasses.dataclass
+class PackStats:
+    new_bytes: int = 0
+    reused_bytes: int = 0
+    uploaded_bytes: int = 0
+    uploaded_blobs: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownPiece:
+    pack_digest: str
+    pack_size: int
+    stored_size: int
+    offset: int
+    length: int
+
+
+def known_pieces(earlier: Iterable[tuple[Tree, Mapping[str, int]]]) -> dict[str, KnownPiece]:
+    """Pieces of earlier entries worth referencing: those in well-used packs.
+
+    ``earlier`` gives each earlier tree with the stored size of its blobs.
+    """
+    known: dict[str, KnownPiece] = {}
+    for tree, stored_sizes in earlier:
+        used = [0] * len(tree.packs)
+        for record in tree.records:
+            for index in record.pieces:
+                used[tree.pieces[index].pack] += tree.pieces[index].length
+        for piece in tree.pieces:
+            digest, size = tree.packs[piece.pack]
+            if digest in stored_sizes and size and used[piece.pack] / size >= MIN_REUSED_PACK_USE:
+                known.setdefault(
+                    piece.id,
+                    KnownPiece(digest, size, stored_sizes[digest], piece.offset, piece.length),
+                )
+    return known
+
+
+class Packer:
+    """Use as a context manager: leaving it stops the workers, also on error.
+
+    File bytes are read straight into the open pack's buffer and hashed there; a
+    pack goes to a worker whole, and its buffer comes back for reuse. A save
+    allocates a handful of buffers, not one object per piece.
+    """
+
+    def __init__(self, store: ScopedStore, known: dict[str, KnownPiece], workers: int = 0):
+        self.store = store
+        self.known = known
+        self.stats = PackStats()
+        self.pieces: list[Piece] = []
+        self.packs: list[tuple[str, int]] = []
+        self.stored_sizes: dict[str, int] = {}
+        self._piece_index: dict[str, int] = {}
+        self._pack_index: dict[str, int] = {}
+        workers = workers or os.cpu_count() or 1
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "ci-integration-pack")
+        # Packs handed to workers and not yet done; each holds one buffer.
+        self._slots = threading.BoundedSemaphore(workers * 2)
+        self._free_buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._pending: list[tuple[int, concurrent.futures.Future[tuple[str, int, bool]]]] = []
+        self._local = threading.local()
+        self._buffer = bytearray(PACK_TARGET)
+        self._used = 0
+        self._open_pack: int | None = None
+
+    def __enter__(self) -> Packer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def read_piece(self, fd: int, length: int) -> tuple[int, int] | None:
+        """Read up to ``length`` (at most PIECE_SIZE) bytes of ``fd`` as one piece.
+
+        Returns (piece index, bytes read), or None at the end of the file. The
+        piece is stored now, or referenced where this save or an earlier entry
+        already holds the same bytes.
+        """
+        if self._used and self._used + length > PACK_TARGET:
+            self._flush()
+        view = memoryview(self._buffer)[self._used : self._used + length]
+        count = os.readv(fd, [view])
+        if count == 0:
+            return None
+        data = view[:count]
+        piece_id = hashlib.sha256(data).hexdigest()
+        index = self._piece_index.get(piece_id)
+        if index is not None:
+            return index, count
+        known = self.known.get(piece_id)
+        if known is not None:
+            piece = self._reference(piece_id, known)
+            self.stats.reused_bytes += count
+        else:
+            if self._open_pack is None:
+                self._open_pack = len(self.packs)
+                self.packs.append(("", 0))
+            piece = Piece(piece_id, self._open_pack, self._used, count)
+            self._used += count
+            self.stats.new_bytes += count
+        self._piece_index[piece_id] = len(self.pieces)
+        self.pieces.append(piece)
+        return len(self.pieces) - 1, count
+
+    def finish(self) -> None:
+        """Upload what is left and wait for every pack; raises what a worker raised."""
+        if self._used:
+            self._flush()
+        for position, future in self._pending:
+            digest, compressed_size, uploaded = future.result()
+            self.packs[position] = (digest, self.packs[position][1])
+            self.stored_sizes[digest] = compressed_size
+            if uploaded:
+                self.stats.uploaded_blobs += 1
+                self.stats.uploaded_bytes += compressed_size
+
+    def _reference(self, piece_id: str, known: KnownPiece) -> Piece:
+        pack = self._pack_index.get(known.pack_digest)
+        if pack is None:
+            pack = self._pack_index[known.pack_digest] = len(self.packs)
+            self.packs.append((known.pack_digest, known.pack_size))
+            self.stored_sizes[known.pack_digest] = known.stored_size
+        return Piece(piece_id, pack, known.offset, known.length)
+
+    def _flush(self) -> None:
+        assert self._open_pack is not None
+        position, buffer, size = self._open_pack, self._buffer, self._used
+        self.packs[position] = ("", size)
+        self._slots.acquire()
+        future = self._pool.submit(self._compress_and_upload, buffer, size)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._pending.append((position, future))
+        try:
+            self._buffer = self._free_buffers.get_nowait()
+        except queue.Empty:
+            self._buffer = bytearray(PACK_TARGET)
+        self._used, self._open_pack = 0, None
+
+    def _compress_and_upload(self, buffer: bytearray, size: int) -> tuple[str, int, bool]:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = zstandard.ZstdCompressor(COMPRESSION_LEVEL)
+        try:
+            # One frame that records its content size, so a reader can bound it.
+            blob = compressor.compress(memoryview(buffer)[:size])
+        finally:
+            self._free_buffers.put(buffer)
+        digest, uploaded = self.store.upload(blob)
+        return digest, len(blob), uploaded

@@ -1,0 +1,155 @@
+"""The listing of a saved directory: every path with its type, mode, mtime, and
+where its bytes are (pieces inside packs). Stored as a zstd-compressed JSON blob.
+
+A tree read back from a store is untrusted: ``Tree.from_bytes`` refuses anything
+that could write outside the target (absolute paths, ``..``, a path below a
+symlink) or create something other than a file, a folder or a symlink.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any, NamedTuple
+
+import zstandard
+
+from ci_integration.errors import CorruptDataError, UnsafeArchiveError
+from ci_integration.store.base import DIGEST_PATTERN
+
+FORMAT_VERSION = 1
+MAX_TREE_BYTES = 512 * 1024 * 1024
+DIRECTORY, FILE, SYMLINK = "d", "f", "l"
+_PIECE_ID = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclasses.dataclass(slots=True)
+class Record:
+    root: int
+    path: str  # relative to the root, "/"-separated; "" is the root itself
+    type: str
+    mode: int
+    mtime_ns: int
+    size: int = 0
+    pieces: list[int] = dataclasses.field(default_factory=list)
+    target: str = ""
+
+    def to_list(self) -> list[Any]:
+        tail = self.target if self.type == SYMLINK else self.pieces
+        return [self.root, self.path, self.type, self.mode, self.mtime_ns, self.size, tail]
+
+    @classmethod
+    def from_list(cls, item: list[Any]) -> Record:
+        root, path, kind, mode, mtime_ns, size, tail = item
+        record = cls(int(root), str(path), str(kind), int(mode), int(mtime_ns), int(size))
+        if kind == SYMLINK:
+            record.target = str(tail)
+        else:
+            record.pieces = [int(piece) for piece in tail]
+        return record
+
+
+class Piece(NamedTuple):
+    id: str  # sha256 hex of the raw bytes
+    pack: int
+    offset: int
+    length: int
+
+
+@dataclasses.dataclass
+class Tree:
+    roots: list[str]
+    packs: list[tuple[str, int]]  # (blob digest, uncompressed size)
+    pieces: list[Piece]
+    records: list[Record]
+
+    @property
+    def raw_size(self) -> int:
+        return sum(record.size for record in self.records)
+
+    def to_bytes(self) -> bytes:
+        document = {
+            "version": FORMAT_VERSION,
+            "roots": self.roots,
+            "packs": [list(pack) for pack in self.packs],
+            "pieces": [[p.id, p.pack, p.offset, p.length] for p in self.pieces],
+            "records": [record.to_list() for record in self.records],
+        }
+        text = json.dumps(document, separators=(",", ":"))
+        return zstandard.ZstdCompressor(level=3).compress(text.encode())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Tree:
+        try:
+            size = zstandard.get_frame_parameters(data).content_size
+            if size > MAX_TREE_BYTES:
+                raise UnsafeArchiveError(f"directory listing claims {size} bytes: refused")
+            document = json.loads(zstandard.ZstdDecompressor().decompress(data))
+            if document["version"] != FORMAT_VERSION:
+                raise CorruptDataError(f"listing format {document['version']} is not supported")
+            tree = cls(
+                roots=[str(root) for root in document["roots"]],
+                packs=[(str(digest), int(size)) for digest, size in document["packs"]],
+                pieces=[Piece(str(i), int(k), int(o), int(n)) for i, k, o, n in document["pieces"]],
+                records=[Record.from_list(item) for item in document["records"]],
+            )
+        except CorruptDataError:
+            raise
+        except (zstandard.ZstdError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptDataError(f"directory listing is malformed: {exc!r}") from None
+        tree.validate()
+        return tree
+
+    def validate(self) -> None:
+        """Refuse a listing that is inconsistent or could write outside its target."""
+        for digest, size in self.packs:
+            if not DIGEST_PATTERN.fullmatch(digest) or size < 0:
+                raise CorruptDataError(f"listing names an invalid pack {digest[:80]!r}")
+        for piece in self.pieces:
+            if not _PIECE_ID.fullmatch(piece.id) or not 0 <= piece.pack < len(self.packs):
+                raise CorruptDataError("listing has an invalid piece")
+            if piece.offset < 0 or piece.length < 0:
+                raise CorruptDataError("listing has a piece with a negative extent")
+            if piece.offset + piece.length > self.packs[piece.pack][1]:
+                raise CorruptDataError("listing has a piece beyond the end of its pack")
+        kinds: dict[tuple[int, str], str] = {}
+        for record in self.records:
+            self._validate_record(record)
+            if (record.root, record.path) in kinds:
+                raise UnsafeArchiveError(f"listing names {record.path!r} twice")
+            kinds[(record.root, record.path)] = record.type
+        for record in self.records:
+            if record.path and "/" in record.path:
+                parent = record.path.rsplit("/", 1)[0]
+            elif record.path:
+                parent = ""
+            else:
+                continue
+            if kinds.get((record.root, parent)) != DIRECTORY:
+                raise UnsafeArchiveError(
+                    f"{record.path!r} is not inside a folder of the archive (a symlink or nothing)"
+                )
+
+    def _validate_record(self, record: Record) -> None:
+        if not 0 <= record.root < len(self.roots):
+            raise CorruptDataError("listing has a record for an unknown root")
+        if record.type not in (DIRECTORY, FILE, SYMLINK):
+            raise UnsafeArchiveError(f"{record.path!r} is a special file (type {record.type!r})")
+        if not is_safe_relative_path(record.path):
+            raise UnsafeArchiveError(f"unsafe path {record.path[:200]!r} in archive")
+        if record.type == FILE:
+            if any(not 0 <= index < len(self.pieces) for index in record.pieces):
+                raise CorruptDataError(f"{record.path!r} names a piece that does not exist")
+            if sum(self.pieces[index].length for index in record.pieces) != record.size:
+                raise CorruptDataError(f"{record.path!r}: its pieces do not add up to its size")
+        if record.type == SYMLINK and (not record.target or "\0" in record.target):
+            raise UnsafeArchiveError(f"{record.path!r} is a symlink with an invalid target")
+
+
+def is_safe_relative_path(path: str) -> bool:
+    if path == "":
+        return True
+    if "\0" in path or path.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))

@@ -1,0 +1,221 @@
+"""``ci-integration cache save|restore|list|prune``: folders cached in a store.
+
+Cache trouble (an unreachable store, a full disk, corrupt data) is a warning and
+the job goes on uncached; with --strict it is an error (exit code 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from ci_integration import context, dircache, keys, report
+from ci_integration.errors import CacheError
+from ci_integration.report import human_bytes
+from ci_integration.store import open_store
+from ci_integration.store.prune import prune
+from ci_integration.store.scoped import ScopedStore
+
+log = logging.getLogger(__name__)
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$", re.IGNORECASE)
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    job = context.detect(env, Path.cwd())
+    if job.read_only or args.read_only:
+        reason = "--read-only" if args.read_only else "a pull request from a fork"
+        log.info("not saving %s: this job is read-only (%s)", args.key, reason)
+        _emit({"saved": False, "key": args.key, "reason": "read-only"}, args, env)
+        return 0
+    key, restore_keys = _render_keys(args, job)
+    references = [*restore_keys, keys.literal_prefix(args.key)]
+    result = dircache.SaveResult(key, job.scope, saved=False)
+    with _cache_trouble(args.strict, f"not saved {key}"):
+        store = _scoped(args, job, env)
+        roots = dircache.resolve_paths(args.paths, env, Path.cwd())
+        with store.store.lock(exclusive=False):
+            result = dircache.save(store, key, args.paths, roots, [p for p in references if p])
+        _log_save(result)
+    _emit(
+        {
+            "saved": result.saved or result.unchanged,
+            "unchanged": result.unchanged,
+            "key": key,
+            "scope": result.scope,
+            "files": result.files,
+            "new_bytes": result.new_bytes,
+            "reused_bytes": result.reused_bytes,
+            "uploaded_bytes": result.uploaded_bytes,
+            "seconds": round(result.seconds, 3),
+        },
+        args,
+        env,
+    )
+    return 0
+
+
+def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    job = context.detect(env, Path.cwd())
+    key, restore_keys = _render_keys(args, job)
+    result = dircache.RestoreResult("miss")
+    with _cache_trouble(args.strict, f"restored nothing for {key}"):
+        store = _scoped(args, job, env)
+        roots = dircache.resolve_paths(args.paths, env, Path.cwd())
+        with store.store.lock(exclusive=False):
+            result = dircache.restore(store, key, restore_keys, args.paths, roots)
+    if result.hit == "miss":
+        log.info("cache miss for %s in %s", key, " > ".join(job.scope_chain))
+    else:
+        log.info(
+            "restored %s from %s (%s hit): %d files, %s in %.1f s",
+            result.key, result.scope, result.hit, result.files,
+            human_bytes(result.bytes), result.seconds,
+        )  # fmt: skip
+    _emit(
+        {
+            "cache_hit": result.hit,
+            "matched_key": result.key or "",
+            "matched_scope": result.scope or "",
+            "files": result.files,
+            "bytes": result.bytes,
+            "seconds": round(result.seconds, 3),
+        },
+        args,
+        env,
+    )
+    if args.fail_on_miss and result.hit == "miss":
+        raise CacheError(f"no cache entry for {key} (--fail-on-miss)")
+    return 0
+
+
+def list_entries(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    with _store_errors():
+        entries = open_store(args.store, env).list_entries(args.scope)
+    entries.sort(key=lambda e: (e.scope, e.key))
+    if args.json:
+        rows = [
+            {"scope": e.scope, "key": e.key, "created": _iso(e.created),
+             "last_used": _iso(e.last_used)}
+            for e in entries
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=2))
+        return 0
+    for entry in entries:
+        print(f"{entry.scope}\t{entry.key}\t{_iso(entry.created)}\t{_iso(entry.last_used)}")
+    return 0
+
+
+def prune_store(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.max_size is None and args.max_age is None:
+        log.info("no --max-size or --max-age: removing only unreferenced blobs and leftovers")
+    with _store_errors():
+        result = prune(
+            open_store(args.store, env),
+            max_size=args.max_size,
+            max_age=args.max_age,
+            dry_run=args.dry_run,
+        )
+    verb = "would remove" if args.dry_run else "removed"
+    log.info(
+        "%s %d entries and %d blobs (%s); kept %d entries (%s)",
+        verb, len(result.removed_entries), result.removed_blobs, human_bytes(result.freed_bytes),
+        result.kept_entries, human_bytes(result.kept_bytes),
+    )  # fmt: skip
+    _emit(
+        {
+            "dry_run": args.dry_run,
+            "removed_entries": [f"{e.scope}/{e.key}" for e in result.removed_entries],
+            "removed_blobs": result.removed_blobs,
+            "freed_bytes": result.freed_bytes,
+            "kept_entries": result.kept_entries,
+            "kept_bytes": result.kept_bytes,
+        },
+        args,
+        env,
+    )
+    return 0
+
+
+def parse_size(text: str) -> int:
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write 500M, 10G or 1048576")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write 30m, 12h or 7d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+
+
+def _render_keys(args: argparse.Namespace, job: context.CIContext) -> tuple[str, list[str]]:
+    values = keys.placeholder_values(job.branch, job.scope)
+    key = keys.render(args.key, values=values, cwd=Path.cwd())
+    restore_keys = [keys.render(p, values=values, cwd=Path.cwd()) for p in args.restore_keys]
+    return key, restore_keys
+
+
+def _scoped(
+    args: argparse.Namespace, job: context.CIContext, env: Mapping[str, str]
+) -> ScopedStore:
+    return ScopedStore(open_store(args.store, env), job.scope_chain)
+
+
+@contextlib.contextmanager
+def _cache_trouble(strict: bool, consequence: str) -> Iterator[None]:
+    """Cache trouble warns and the job goes on, unless --strict."""
+    try:
+        yield
+    except (CacheError, OSError) as exc:
+        message = _describe(exc)
+        if strict:
+            raise CacheError(message) from exc
+        log.warning("%s: %s", consequence, message)
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise CacheError(_describe(exc)) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc)
+
+
+def _log_save(result: dircache.SaveResult) -> None:
+    if result.unchanged:
+        log.info("cache entry %s in %s is unchanged: nothing uploaded", result.key, result.scope)
+    elif result.saved:
+        log.info(
+            "saved %s to %s: %d files, %s new, %s reused, %s uploaded in %.1f s",
+            result.key, result.scope, result.files, human_bytes(result.new_bytes),
+            human_bytes(result.reused_bytes), human_bytes(result.uploaded_bytes), result.seconds,
+        )  # fmt: skip
+
+
+def _emit(values: dict[str, object], args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    report.emit(values, as_json=args.json, github_output=args.github_output, env=env)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
+        timespec="seconds"
+    )

@@ -1,0 +1,181 @@
+"""Folders cached in a store: save (only what changed is uploaded) and restore
+(exact key, else restore-key prefixes, along the scope chain)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import zstandard
+
+from ci_integration.archive.extract import extract
+from ci_integration.archive.pack import Packer, known_pieces
+from ci_integration.archive.tree import FILE, Tree
+from ci_integration.archive.walk import scan
+from ci_integration.errors import CorruptDataError
+from ci_integration.report import Progress
+from ci_integration.store.manifest import BlobRef, Manifest
+from ci_integration.store.scoped import ScopedStore
+
+log = logging.getLogger(__name__)
+
+KIND = "directory"
+
+
+@dataclasses.dataclass
+class SaveResult:
+    key: str
+    scope: str
+    saved: bool
+    unchanged: bool = False
+    files: int = 0
+    new_bytes: int = 0
+    reused_bytes: int = 0
+    uploaded_bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class RestoreResult:
+    hit: str  # exact, partial or miss
+    key: str | None = None
+    scope: str | None = None
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+def resolve_paths(paths: Sequence[str], env: Mapping[str, str], cwd: Path) -> list[Path]:
+    """Paths as the user wrote them, ``~`` being the job's HOME."""
+    resolved = []
+    for path in paths:
+        if path == "~" or path.startswith("~/"):
+            path = env.get("HOME", "~") + path[1:]
+        resolved.append(cwd / path)
+    return resolved
+
+
+def save(
+    store: ScopedStore,
+    key: str,
+    paths: Sequence[str],
+    roots: Sequence[Path],
+    reference_prefixes: Sequence[str] = (),
+) -> SaveResult:
+    """Save ``roots`` (written by the user as ``paths``) under ``key`` in the job's scope.
+
+    Pieces already stored by the entry with this key, or by the newest entry
+    matching ``reference_prefixes``, are referenced instead of uploaded.
+    """
+    started = time.monotonic()
+    earlier = _earlier_trees(store, key, paths, reference_prefixes)
+    progress = Progress(f"saving {key}")
+    with Packer(store, known_pieces(earlier)) as packer:
+        records = scan(list(roots), packer, progress.advance)
+        packer.finish()
+    progress.close()
+    result = SaveResult(key, store.write_scope, saved=False, seconds=time.monotonic() - started)
+    if not records:
+        log.warning("nothing to save for %s: none of %s exists", key, ", ".join(paths))
+        return result
+    tree = Tree(list(paths), packer.packs, packer.pieces, records)
+    tree_blob = tree.to_bytes()
+    tree_digest, tree_uploaded = store.upload(tree_blob)
+    stats = packer.stats
+    result.files = sum(record.type == FILE for record in records)
+    result.new_bytes, result.reused_bytes = stats.new_bytes, stats.reused_bytes
+    result.uploaded_bytes = stats.uploaded_bytes + (len(tree_blob) if tree_uploaded else 0)
+
+    current = store.read_entry(store.write_scope, key, KIND)
+    if current is not None and current.metadata.get("tree") == tree_digest:
+        store.mark_used(current)
+        result.unchanged = True
+    else:
+        blobs = [BlobRef(tree_digest, len(tree_blob))]
+        blobs += [BlobRef(digest, packer.stored_sizes[digest]) for digest, _ in tree.packs]
+        metadata = {
+            "tree": tree_digest,
+            "paths": list(paths),
+            "files": result.files,
+            "bytes": tree.raw_size,
+        }
+        store.commit(Manifest(KIND, key, store.write_scope, tuple(blobs), metadata))
+        result.saved = True
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def restore(
+    store: ScopedStore,
+    key: str,
+    restore_keys: Sequence[str],
+    paths: Sequence[str],
+    roots: Sequence[Path],
+) -> RestoreResult:
+    """Restore the best entry into ``roots``, all or nothing; a miss changes nothing."""
+    started = time.monotonic()
+    match = store.find(key, restore_keys, kind=KIND, accept=_same_paths(paths))
+    if match is None:
+        return RestoreResult("miss", seconds=time.monotonic() - started)
+    manifest = match.manifest
+    tree = _load_tree(store, manifest)
+    if tree.roots != list(paths):
+        raise CorruptDataError(f"entry {manifest.key} lists other paths than its manifest")
+
+    def fetch_pack(index: int) -> bytes:
+        digest, raw_size = tree.packs[index]
+        return _decompress(store.download(digest), raw_size, digest)
+
+    progress = Progress(f"restoring {manifest.key}")
+    try:
+        extract(tree, list(roots), fetch_pack, progress.advance)
+    finally:
+        progress.close()
+    store.mark_used(manifest)
+    return RestoreResult(
+        match.hit,
+        key=manifest.key,
+        scope=manifest.scope,
+        files=sum(record.type == FILE for record in tree.records),
+        bytes=tree.raw_size,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _same_paths(paths: Sequence[str]):
+    return lambda manifest: manifest.metadata.get("paths") == list(paths)
+
+
+def _earlier_trees(
+    store: ScopedStore, key: str, paths: Sequence[str], prefixes: Sequence[str]
+) -> list[tuple[Tree, dict[str, int]]]:
+    match = store.find(key, prefixes, kind=KIND, accept=_same_paths(paths))
+    if match is None:
+        return []
+    try:
+        tree = _load_tree(store, match.manifest)
+    except CorruptDataError as exc:
+        log.warning("saving everything anew: the earlier entry is unusable: %s", exc)
+        return []
+    return [(tree, {blob.digest: blob.size for blob in match.manifest.blobs})]
+
+
+def _load_tree(store: ScopedStore, manifest: Manifest) -> Tree:
+    digest = manifest.metadata.get("tree")
+    if not isinstance(digest, str) or digest not in {blob.digest for blob in manifest.blobs}:
+        raise CorruptDataError(f"entry {manifest.key} names no listing among its blobs")
+    return Tree.from_bytes(store.download(digest))
+
+
+def _decompress(blob: bytes, raw_size: int, digest: str) -> bytes:
+    """A pack's bytes, refusing one that would inflate beyond its declared size."""
+    try:
+        declared = zstandard.get_frame_parameters(blob).content_size
+        if declared != raw_size:
+            raise CorruptDataError(f"pack {digest[:19]} holds {declared} bytes, not {raw_size}")
+        return zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_size)
+    except zstandard.ZstdError as exc:
+        raise CorruptDataError(f"pack {digest[:19]} does not decompress: {exc}") from None

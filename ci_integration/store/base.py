@@ -1,0 +1,94 @@
+"""The Store protocol: what every backend (local folder, S3, registry...) provides.
+
+A backend knows two things. Blobs: immutable bytes named by the sha256 of their
+content, written at most once. Entries: small JSON manifests stored under
+(scope, key), each written whole and atomically, after the blobs it names.
+Everything above the backend (scope fallback, integrity checks, packing) is
+shared code in this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import Protocol
+
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryInfo:
+    scope: str
+    key: str
+    created: float
+    last_used: float
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int
+    modified: float
+
+
+class BlobNotFound(Exception):
+    """The backend has no blob with that digest."""
+
+
+class Store(Protocol):
+    """A backend. Methods raise OSError (or a backend's own error, wrapped as
+    CacheError by the caller) when the store cannot be reached."""
+
+    @property
+    def description(self) -> str:
+        """Where the store is, for log lines: never with credentials in it."""
+
+    # How long a blob no entry references is kept, because a save still running
+    # may be about to write the entry that names it. 0 where ``lock`` really locks.
+    blob_grace_seconds: float
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the blob exists; refreshes its age so a prune spares it."""
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        """Store ``data`` under ``digest`` (already computed by the caller)."""
+
+    def get_blob(self, digest: str) -> bytes:
+        """The blob's bytes, unverified; BlobNotFound if it is not there."""
+
+    def delete_blob(self, digest: str) -> None: ...
+
+    def list_blobs(self) -> Iterator[BlobInfo]: ...
+
+    def put_entry(self, scope: str, key: str, manifest: bytes) -> None:
+        """Write the entry whole: a reader sees the old manifest or the new one."""
+
+    def get_entry(self, scope: str, key: str) -> bytes | None: ...
+
+    def touch_entry(self, scope: str, key: str) -> None:
+        """Mark the entry used now (least-recently-used eviction)."""
+
+    def delete_entry(self, scope: str, key: str) -> None: ...
+
+    def list_entries(self, scope: str | None = None) -> list[EntryInfo]:
+        """Entries of one scope, or of every scope."""
+
+    def lock(self, *, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+        """Saves and restores hold it shared, a prune exclusive (a no-op where the
+        backend has no locks and relies on grace periods instead)."""
+
+    def sweep(self) -> int:
+        """Remove leftovers of interrupted writes; returns how many."""
+
+
+@contextlib.contextmanager
+def no_lock() -> Iterator[None]:
+    yield

@@ -1,0 +1,185 @@
+"""The local folder store, the embedded default (``file://DIR``).
+
+Layout::
+
+    DIR/blobs/ab/abcdef...     one file a blob, named by its sha256
+    DIR/entries/SCOPE/KEY.json one file an entry (the key percent-encoded)
+    DIR/tmp/                   writes in progress, renamed into place when whole
+    DIR/lock                   flock: shared for saves and restores, exclusive for prune
+
+Every write goes to tmp/ first and is renamed into place, so a process killed at
+any moment leaves at most a temp file, which ``sweep`` removes later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo
+
+# A temp file this old belongs to a writer that is gone, wherever it ran.
+STALE_TEMP_SECONDS = 3600
+_HOST = socket.gethostname()
+
+
+class LocalStore:
+    # Saves hold the lock shared while prune holds it exclusive: no grace needed.
+    blob_grace_seconds = 0.0
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.entries = root / "entries"
+        self.tmp = root / "tmp"
+        for folder in (self.blobs, self.entries, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def description(self) -> str:
+        return f"file://{self.root}"
+
+    # Blobs
+
+    def _blob_path(self, digest: str) -> Path:
+        hexdigest = digest.removeprefix("sha256:")
+        return self.blobs / hexdigest[:2] / hexdigest
+
+    def has_blob(self, digest: str) -> bool:
+        try:
+            os.utime(self._blob_path(digest))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        self._write_atomically(self._blob_path(digest), data)
+
+    def get_blob(self, digest: str) -> bytes:
+        try:
+            return self._blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+
+    def delete_blob(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._blob_path(digest).unlink()
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        for shard in _scandir(self.blobs):
+            for item in _scandir(shard.path):
+                with contextlib.suppress(FileNotFoundError):
+                    stat = item.stat()
+                    yield BlobInfo("sha256:" + item.name, stat.st_size, stat.st_mtime)
+
+    # Entries
+
+    def _entry_path(self, scope: str, key: str) -> Path:
+        return self.entries / scope / (urllib.parse.quote(key, safe="") + ".json")
+
+    def put_entry(self, scope: str, key: str, manifest: bytes) -> None:
+        self._write_atomically(self._entry_path(scope, key), manifest)
+
+    def get_entry(self, scope: str, key: str) -> bytes | None:
+        try:
+            return _read_keeping_atime(self._entry_path(scope, key))
+        except FileNotFoundError:
+            return None
+
+    def touch_entry(self, scope: str, key: str) -> None:
+        path = self._entry_path(scope, key)
+        with contextlib.suppress(FileNotFoundError):
+            # atime records the last use; mtime stays the creation time.
+            os.utime(path, (time.time(), path.stat().st_mtime))
+
+    def delete_entry(self, scope: str, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._entry_path(scope, key).unlink()
+
+    def list_entries(self, scope: str | None = None) -> list[EntryInfo]:
+        scopes = [self.entries / scope] if scope else [Path(d.path) for d in _scandir(self.entries)]
+        found = []
+        for folder in scopes:
+            for item in _scandir(folder):
+                if not item.name.endswith(".json"):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    stat = item.stat()
+                    key = urllib.parse.unquote(item.name[: -len(".json")])
+                    found.append(
+                        EntryInfo(folder.name, key, stat.st_mtime, stat.st_atime, stat.st_size)
+                    )
+        return found
+
+    # Concurrency and leftovers
+
+    @contextlib.contextmanager
+    def lock(self, *, exclusive: bool) -> Iterator[None]:
+        with open(self.root / "lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def sweep(self) -> int:
+        removed = 0
+        now = time.time()
+        for item in _scandir(self.tmp):
+            host, _, rest = item.name.rpartition("~")
+            pid = rest.split(".", 1)[0]
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                stale = now - item.stat().st_mtime > STALE_TEMP_SECONDS
+                writer_gone = host == _HOST and not _pid_alive(int(pid))
+                if stale or writer_gone:
+                    os.unlink(item.path)
+                    removed += 1
+        return removed
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        temp = self.tmp / f"{_HOST}~{os.getpid()}.{os.urandom(6).hex()}"
+        try:
+            with open(temp, "wb") as stream:
+                stream.write(data)
+            try:
+                os.replace(temp, path)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+
+
+def _read_keeping_atime(path: Path) -> bytes:
+    """Read without the kernel moving atime: atime is the entry's last-use mark,
+    and a listing or a prune reading it is no use."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOATIME | os.O_CLOEXEC)
+    except PermissionError:  # O_NOATIME is only for the file's owner
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as stream:
+        return stream.read()
+
+
+def _scandir(path: str | Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True

@@ -1,0 +1,196 @@
+"""``ci-integration cache`` as jobs run it: real processes on one local store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ci_integration.cli import main
+from ci_integration.store.local import LocalStore
+
+
+@pytest.fixture
+def job(tmp_path, base_env):
+    """A job's environment: a Jenkins branch build of main, with its own store."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    env = {
+        **base_env,
+        "JENKINS_URL": "https://ci.example.com/",
+        "BRANCH_NAME": "main",
+        "BRANCH_IS_PRIMARY": "true",
+        "CI_INTEGRATION_CACHE_DIR": str(tmp_path / "store"),
+    }
+    return workspace, env
+
+
+def cli(workspace: Path, env: dict, *args: str, check: bool = True):
+    result = subprocess.run(
+        [sys.executable, "-m", "ci_integration", *args],
+        cwd=workspace, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}: {result.stderr}")
+    return result
+
+
+def fill(folder: Path, files: int = 50, size: int = 20_000) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(files):
+        (folder / f"{index}.bin").write_bytes(os.urandom(size))
+
+
+def test_save_restore_outputs(job, tmp_path):
+    workspace, env = job
+    fill(workspace / "cache")
+    output = tmp_path / "out"
+    env = {**env, "GITHUB_OUTPUT": str(output)}
+    saved = json.loads(
+        cli(workspace, env, "cache", "save", "cache", "--key", "k-{os}", "--json").stdout
+    )
+    assert saved["saved"] and saved["files"] == 50 and saved["scope"] == "branch-main"
+    restored = cli(
+        workspace, env, "cache", "restore", "cache", "--key", "k-{os}", "--github-output"
+    )
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert outputs["cache-hit"] == "exact" and outputs["matched-key"] == saved["key"]
+    assert "restored k-" in restored.stderr
+    miss = json.loads(
+        cli(workspace, env, "cache", "restore", "cache", "--key", "other", "--json").stdout
+    )
+    assert miss["cache_hit"] == "miss"
+    failed = cli(
+        workspace, env, "cache", "restore", "cache", "--key", "other", "--fail-on-miss", check=False
+    )
+    assert failed.returncode == 3 and "no cache entry for other" in failed.stderr
+
+
+def test_eight_concurrent_writers_leave_one_valid_entry(job, tmp_path):
+    workspace, env = job
+    writers = []
+    for index in range(8):
+        own = workspace / f"w{index}"
+        fill(own / "cache", files=20, size=100_000)
+        (own / "cache" / "who").write_text(str(index))
+        writers.append(subprocess.Popen(
+            [sys.executable, "-m", "ci_integration", "cache", "save", "cache", "--key", "shared"],
+            cwd=own, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0, writer.stderr.read()
+    cli(workspace, env, "cache", "restore", "cache", "--key", "shared")
+    winner = int((workspace / "cache" / "who").read_text())
+    expected = sorted((workspace / f"w{winner}" / "cache").iterdir())
+    restored = sorted((workspace / "cache").iterdir())
+    assert [p.name for p in restored] == [p.name for p in expected]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(restored, expected, strict=True))
+    assert list(LocalStore(Path(env["CI_INTEGRATION_CACHE_DIR"])).tmp.iterdir()) == []
+
+
+def test_a_killed_save_leaves_no_entry_and_the_next_save_works(job):
+    workspace, env = job
+    fill(workspace / "cache", files=400, size=250_000)  # ~100 MB: slow enough to interrupt
+    store = LocalStore(Path(env["CI_INTEGRATION_CACHE_DIR"]))
+    for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ci_integration", "cache", "save", "cache", "--key", "big"],
+            cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not list(store.blobs.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(sig)
+        process.wait(timeout=30)
+        if store.get_entry("branch-main", "big") is not None:
+            pytest.skip("the save finished before the signal arrived")
+        assert store.list_entries() == []
+    cli(workspace, env, "cache", "save", "cache", "--key", "big")
+    assert [e.key for e in store.list_entries()] == ["big"]
+    # Leftovers of the killed writers are gone once a prune sweeps.
+    cli(workspace, env, "cache", "prune")
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_cache_trouble_warns_unless_strict(job, tmp_path):
+    workspace, env = job
+    fill(workspace / "cache", files=2)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    env = {**env, "CI_INTEGRATION_CACHE_DIR": str(blocker / "store")}
+    lenient = cli(workspace, env, "cache", "save", "cache", "--key", "k", check=False)
+    assert lenient.returncode == 0 and "warning: not saved k" in lenient.stderr
+    strict = cli(workspace, env, "cache", "save", "cache", "--key", "k", "--strict", check=False)
+    assert strict.returncode == 3
+    assert strict.stderr.strip().splitlines()[-1].startswith("ci-integration: error: ")
+    restore = cli(workspace, env, "cache", "restore", "cache", "--key", "k", check=False)
+    assert restore.returncode == 0 and "restored nothing for k" in restore.stderr
+
+
+def test_a_fork_pull_request_restores_but_never_saves(job, tmp_path):
+    workspace, env = job
+    fill(workspace / "cache", files=3)
+    cli(workspace, env, "cache", "save", "cache", "--key", "k")
+    fork = {
+        **env,
+        "BRANCH_NAME": "PR-9",
+        "CHANGE_ID": "9",
+        "CHANGE_TARGET": "main",
+        "CHANGE_FORK": "mallory",
+        "BRANCH_IS_PRIMARY": "",
+    }
+    restored = json.loads(
+        cli(workspace, fork, "cache", "restore", "cache", "--key", "k", "--json").stdout
+    )
+    assert restored["cache_hit"] == "exact" and restored["matched_scope"] == "branch-main"
+    result = cli(workspace, fork, "cache", "save", "cache", "--key", "k2", "--json")
+    assert json.loads(result.stdout)["saved"] is False and "read-only" in result.stderr
+    assert [e.key for e in LocalStore(Path(env["CI_INTEGRATION_CACHE_DIR"])).list_entries()] == [
+        "k"
+    ]
+
+
+def test_prune_evicts_least_recently_used_first(job):
+    workspace, env = job
+    store = LocalStore(Path(env["CI_INTEGRATION_CACHE_DIR"]))
+    for name in ("old", "used", "new"):
+        fill(workspace / name, files=10, size=100_000)  # ~1 MB each, incompressible
+        cli(workspace, env, "cache", "save", name, "--key", name)
+        time.sleep(0.05)
+    cli(workspace, env, "cache", "restore", "old", "--key", "old")  # now recently used
+    dry = json.loads(
+        cli(workspace, env, "cache", "prune", "--max-size", "2.5M", "--dry-run", "--json").stdout
+    )
+    assert dry["removed_entries"] == ["branch-main/used"] and len(store.list_entries()) == 3
+    cli(workspace, env, "cache", "prune", "--max-size", "2.5M")
+    assert sorted(e.key for e in store.list_entries()) == ["new", "old"]
+    total = sum(b.size for b in store.list_blobs())
+    assert total <= 2.5 * 1024 * 1024
+    for name in ("old", "new"):
+        cli(workspace, env, "cache", "restore", name, "--key", name, "--fail-on-miss")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cache", "save", "x", "--key", "a b"], "invalid cache key"),
+        (["cache", "save", "x"], "the following arguments are required: --key"),
+        (["cache", "restore", "x", "--key", "k-{nope}"], "unknown placeholder"),
+        (["cache", "save", "x", "--key", "k", "--store", "ftp://h/x"], "unsupported store URL"),
+        (["cache", "prune", "--max-size", "lots"], "not a size"),
+        (["cache", "prune", "--max-age", "soon"], "not a duration"),
+        (["cache", "frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, job, capsys, monkeypatch):
+    workspace, env = job
+    monkeypatch.chdir(workspace)
+    assert main(args, env=env) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
