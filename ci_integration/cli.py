@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 0
     report.configure(env, verbose=args.debug)
+    previous = _raise_on_termination()
     try:
         return args.handler(args, env)
     except Interrupted as exc:
@@ -126,8 +128,24 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log.error("%s", exc, exc_info=args.debug)
         return exc.exit_code
     except KeyboardInterrupt:
-        log.error("interrupted")
+        log.error("interrupted by SIGINT")
         return 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_on_termination() -> dict[int, object]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C does, so every ``finally`` runs and no
+    temp file or half-written entry is left behind. Returns the handlers replaced."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous[signum] = signal.signal(signum, interrupt)
+    return previous
 
 
 if __name__ == "__main__":

@@ -94,27 +94,30 @@ def test_eight_concurrent_writers_leave_one_valid_entry(job, tmp_path):
     assert list(LocalStore(Path(env["CI_INTEGRATION_CACHE_DIR"])).tmp.iterdir()) == []
 
 
-def test_a_killed_save_leaves_no_entry_and_the_next_save_works(job):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_an_interrupted_save_leaves_no_entry_and_the_next_save_works(sig, job):
     workspace, env = job
     fill(workspace / "cache", files=400, size=250_000)  # ~100 MB: slow enough to interrupt
     store = LocalStore(Path(env["CI_INTEGRATION_CACHE_DIR"]))
-    for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ci_integration", "cache", "save", "cache", "--key", "big"],
-            cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not list(store.blobs.iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        process.send_signal(sig)
-        process.wait(timeout=30)
-        if store.get_entry("branch-main", "big") is not None:
-            pytest.skip("the save finished before the signal arrived")
-        assert store.list_entries() == []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ci_integration", "cache", "save", "cache", "--key", "big"],
+        cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not list(store.blobs.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(sig)
+    code = process.wait(timeout=30)
+    if store.get_entry("branch-main", "big") is not None:
+        pytest.skip("the save finished before the signal arrived")
+    assert store.list_entries() == []
+    if sig != signal.SIGKILL:
+        # A caught signal unwinds: exit 128+N, and no temp file is left behind.
+        assert code == 128 + sig
+        assert list(store.tmp.iterdir()) == []
     cli(workspace, env, "cache", "save", "cache", "--key", "big")
     assert [e.key for e in store.list_entries()] == ["big"]
-    # Leftovers of the killed writers are gone once a prune sweeps.
-    cli(workspace, env, "cache", "prune")
+    cli(workspace, env, "cache", "prune")  # sweeps what a SIGKILL left
     assert list(store.tmp.iterdir()) == []
 
 
@@ -131,6 +134,21 @@ def test_cache_trouble_warns_unless_strict(job, tmp_path):
     assert strict.stderr.strip().splitlines()[-1].startswith("ci-integration: error: ")
     restore = cli(workspace, env, "cache", "restore", "cache", "--key", "k", check=False)
     assert restore.returncode == 0 and "restored nothing for k" in restore.stderr
+
+
+def test_a_corrupt_store_warns_and_the_job_goes_on(job):
+    workspace, env = job
+    fill(workspace / "cache", files=5)
+    cli(workspace, env, "cache", "save", "cache", "--key", "k")
+    store = LocalStore(Path(env["CI_INTEGRATION_CACHE_DIR"]))
+    for blob in store.list_blobs():
+        store._blob_path(blob.digest).write_bytes(b"garbage")
+    result = cli(workspace, env, "cache", "restore", "cache", "--key", "k", "--json")
+    assert json.loads(result.stdout)["cache_hit"] == "miss"
+    assert "warning: restored nothing for k" in result.stderr and "corrupt" in result.stderr
+    assert len(list((workspace / "cache").iterdir())) == 5  # untouched
+    strict = cli(workspace, env, "cache", "restore", "cache", "--key", "k", "--strict", check=False)
+    assert strict.returncode == 3
 
 
 def test_a_fork_pull_request_restores_but_never_saves(job, tmp_path):
