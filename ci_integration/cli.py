@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from ci_integration import __version__, report
+from ci_integration.commands import build as build_command
 from ci_integration.commands import cache as cache_command
 from ci_integration.commands import context as context_command
 from ci_integration.errors import CIIntegrationError, Interrupted
@@ -89,6 +90,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(prune, strict=False)
     _add_output_options(prune)
     prune.set_defaults(handler=cache_command.prune_store)
+
+    build = commands.add_parser("build", help="build an image, every stage cached")
+    build.add_argument("context", nargs="?", default=".", help="the build context (default: .)")
+    build.add_argument("-f", "--file", metavar="DOCKERFILE", help="default: CONTEXT/Dockerfile")
+    build.add_argument("-t", "--tag", required=True, metavar="IMAGE", help="the image to build")
+    build.add_argument("--target", metavar="STAGE", help="the stage to build (default: the last)")
+    build.add_argument(
+        "--build-arg",
+        dest="build_args",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a build argument (repeatable)",
+    )
+    build.add_argument(
+        "--export",
+        dest="exports",
+        action="append",
+        default=[],
+        metavar="STAGE:/PATH=DIR",
+        help="copy a path of a built stage to DIR",
+    )
+    build.add_argument(
+        "--registry",
+        metavar="HOST/REPO",
+        help="cache stage images in this registry instead of the store",
+    )
+    build.add_argument(
+        "--docker",
+        metavar="PATH",
+        help="the docker client to use (default: $CI_INTEGRATION_DOCKER, docker)",
+    )
+    build.add_argument(
+        "--builder",
+        default="auto",
+        choices=["auto", "buildx", "buildkit", "legacy"],
+        help="how to build (default: the best the client can do)",
+    )
+    build.add_argument("--read-only", action="store_true", help="restore the cache, never save")
+    _add_store_options(build)
+    _add_output_options(build)
+    build.set_defaults(handler=build_command.run)
     return parser
 
 

@@ -9,10 +9,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import zstandard
-
 from ci_integration.archive.extract import extract
-from ci_integration.archive.pack import Packer, known_pieces
+from ci_integration.archive.pack import Packer, known_pieces, pack_fetcher
 from ci_integration.archive.tree import FILE, Tree
 from ci_integration.archive.walk import scan
 from ci_integration.errors import CorruptDataError
@@ -125,13 +123,9 @@ def restore(
     if tree.roots != list(paths):
         raise CorruptDataError(f"entry {manifest.key} lists other paths than its manifest")
 
-    def fetch_pack(index: int) -> bytes:
-        digest, raw_size = tree.packs[index]
-        return _decompress(store.download(digest), raw_size, digest)
-
     progress = Progress(f"restoring {manifest.key}")
     try:
-        extract(tree, list(roots), fetch_pack, progress.advance)
+        extract(tree, list(roots), pack_fetcher(store, tree), progress.advance)
     finally:
         progress.close()
     store.mark_used(manifest)
@@ -168,14 +162,3 @@ def _load_tree(store: ScopedStore, manifest: Manifest) -> Tree:
     if not isinstance(digest, str) or digest not in {blob.digest for blob in manifest.blobs}:
         raise CorruptDataError(f"entry {manifest.key} names no listing among its blobs")
     return Tree.from_bytes(store.download(digest))
-
-
-def _decompress(blob: bytes, raw_size: int, digest: str) -> bytes:
-    """A pack's bytes, refusing one that would inflate beyond its declared size."""
-    try:
-        declared = zstandard.get_frame_parameters(blob).content_size
-        if declared != raw_size:
-            raise CorruptDataError(f"pack {digest[:19]} holds {declared} bytes, not {raw_size}")
-        return zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_size)
-    except zstandard.ZstdError as exc:
-        raise CorruptDataError(f"pack {digest[:19]} does not decompress: {exc}") from None

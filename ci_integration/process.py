@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ci_integration.errors import CommandError
@@ -49,3 +49,44 @@ def run(
         output = (result.stderr or "") + (result.stdout or "") if capture else ""
         raise CommandError(argv, result.returncode, output)
     return result
+
+
+def stream(
+    argv: Sequence[str],
+    on_line: Callable[[str], None],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> int:
+    """Run ``argv`` with stdout and stderr merged, handing each line to ``on_line``
+    as it comes; returns the exit code. A missing program raises CommandError."""
+    argv = [str(arg) for arg in argv]
+    log.debug("running %s", argv)
+    try:
+        child = subprocess.Popen(
+            argv,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except FileNotFoundError as exc:
+        raise CommandError(argv, 127, f"{argv[0]}: command not found") from exc
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            on_line(line.rstrip("\n"))
+        return child.wait()
+    finally:
+        if child.poll() is None:
+            # Interrupted while the command runs: it must not outlive us.
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import base_images
+
 
 @pytest.fixture(autouse=True)
 def _no_real_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
@@ -56,17 +58,7 @@ def docker_client():
     client.close()
 
 
-@pytest.fixture(scope="session")
-def busybox_image(docker_client, tmp_path_factory) -> str:
-    """A tiny base image made here from busybox-static: no image can be pulled."""
-    import shutil
-
-    tag = "ci-integration-test/busybox:1"
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    context = tmp_path_factory.mktemp("busybox")
-    shutil.copy(busybox, context / "busybox")
-    (context / "Dockerfile").write_text(
-        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-    )
-    docker_client.images.build(path=str(context), tag=tag, rm=True)
-    return tag
+@pytest.fixture
+def busybox_image(docker_client) -> str:
+    """A tiny base image made here (no pull); rebuilt if a test wiped the engine."""
+    return base_images.busybox_image(docker_client)

@@ -15,11 +15,12 @@ import hashlib
 import os
 import queue
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import zstandard
 
 from ci_integration.archive.tree import Piece, Tree
+from ci_integration.errors import CorruptDataError
 from ci_integration.store.scoped import ScopedStore
 
 PIECE_SIZE = 4 * 1024 * 1024
@@ -104,8 +105,11 @@ class Packer:
     def __exit__(self, *exc_info: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def read_piece(self, fd: int, length: int) -> tuple[int, int] | None:
-        """Read up to ``length`` (at most PIECE_SIZE) bytes of ``fd`` as one piece.
+    def read_piece(
+        self, readinto: Callable[[memoryview], int], length: int
+    ) -> tuple[int, int] | None:
+        """Read up to ``length`` (at most PIECE_SIZE) bytes as one piece, by calling
+        ``readinto`` (a file's or a stream's) with the buffer to fill.
 
         Returns (piece index, bytes read), or None at the end of the file. The
         piece is stored now, or referenced where this save or an earlier entry
@@ -114,8 +118,8 @@ class Packer:
         if self._used and self._used + length > PACK_TARGET:
             self._flush()
         view = memoryview(self._buffer)[self._used : self._used + length]
-        count = os.readv(fd, [view])
-        if count == 0:
+        count = readinto(view)
+        if not count:
             return None
         data = view[:count]
         piece_id = hashlib.sha256(data).hexdigest()
@@ -136,6 +140,10 @@ class Packer:
         self._piece_index[piece_id] = len(self.pieces)
         self.pieces.append(piece)
         return len(self.pieces) - 1, count
+
+    def is_new(self, piece_index: int) -> bool:
+        """Whether this save stored the piece, rather than finding it stored."""
+        return self.packs[self.pieces[piece_index].pack][0] not in self._pack_index
 
     def finish(self) -> None:
         """Upload what is left and wait for every pack; raises what a worker raised."""
@@ -182,3 +190,40 @@ class Packer:
             self._free_buffers.put(buffer)
         digest, uploaded = self.store.upload(blob)
         return digest, len(blob), uploaded
+
+
+def pack_fetcher(store: ScopedStore, tree: Tree) -> Callable[[int], bytes]:
+    """A function giving pack N of ``tree`` decompressed, every byte verified."""
+
+    def fetch(index: int) -> bytes:
+        digest, raw_size = tree.packs[index]
+        return decompress_pack(store.download(digest), raw_size, digest)
+
+    return fetch
+
+
+def decompress_pack(blob: bytes, raw_size: int, digest: str) -> bytes:
+    """A pack's bytes, refusing one that would inflate beyond its declared size."""
+    try:
+        declared = zstandard.get_frame_parameters(blob).content_size
+        if declared != raw_size:
+            raise CorruptDataError(f"pack {digest[:19]} holds {declared} bytes, not {raw_size}")
+        return zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_size)
+    except zstandard.ZstdError as exc:
+        raise CorruptDataError(f"pack {digest[:19]} does not decompress: {exc}") from None
+
+
+def fill_from(read: Callable[[memoryview], int]) -> Callable[[memoryview], int]:
+    """A readinto that fills the whole view unless the stream ends: a stream may
+    return less, and pieces must fall on the same boundaries every time to dedupe."""
+
+    def readinto(view: memoryview) -> int:
+        total = 0
+        while total < len(view):
+            count = read(view[total:])
+            if not count:
+                break
+            total += count
+        return total
+
+    return readinto

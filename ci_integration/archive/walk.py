@@ -84,7 +84,11 @@ def _file_record(
         # The size seen when listing is what is saved: a file that grows while it
         # is read is cut there, one that shrinks ends where it ends.
         left = info.st_size
-        while left > 0 and (piece := packer.read_piece(fd, min(left, PIECE_SIZE))):
+
+        def readinto(view: memoryview) -> int:
+            return os.readv(fd, [view])
+
+        while left > 0 and (piece := packer.read_piece(readinto, min(left, PIECE_SIZE))):
             index, count = piece
             record.pieces.append(index)
             record.size += count

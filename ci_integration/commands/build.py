@@ -1,0 +1,139 @@
+"""``ci-integration build``: a cached multi-stage image build."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from ci_integration import context, report
+from ci_integration.errors import UsageError
+from ci_integration.images.build import BuildFailed, BuildOptions, BuildReport, StoreCache, build
+from ci_integration.images.builders import pick_builder
+from ci_integration.images.engine import Engine, split_reference
+from ci_integration.images.exports import Export
+from ci_integration.images.registry import RegistryCache
+from ci_integration.report import human_bytes
+from ci_integration.store import open_store
+from ci_integration.store.scoped import ScopedStore
+
+log = logging.getLogger(__name__)
+
+DOCKER_ENV = "CI_INTEGRATION_DOCKER"
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    cwd = Path.cwd()
+    job = context.detect(env, cwd)
+    build_context = (cwd / args.context).resolve()
+    if not build_context.is_dir():
+        raise UsageError(f"build context {args.context} is not a folder")
+    dockerfile = (build_context / "Dockerfile") if args.file is None else (cwd / args.file)
+    options = BuildOptions(
+        context=build_context,
+        dockerfile=dockerfile.resolve(),
+        image=args.tag,
+        target=args.target,
+        build_args=_build_args(args.build_args, env),
+        labels=image_labels(job),
+        exports=[Export.parse(text, cwd) for text in args.exports],
+        strict=args.strict,
+        read_only=args.read_only or job.read_only,
+    )
+    engine = Engine(env)
+    try:
+        builder = pick_builder(args.builder, args.docker or env.get(DOCKER_ENV) or "docker", env,
+                               engine)  # fmt: skip
+        repository = split_reference(args.tag)[0]
+        if args.registry:
+            cache = RegistryCache(engine, args.registry, job.scope_chain)
+        else:
+            store = ScopedStore(open_store(args.store, env), job.scope_chain)
+            cache = StoreCache(engine, store, repository)
+        log.info("building %s with %s, cache scopes %s", args.tag, builder.name,
+                 " > ".join(job.scope_chain))  # fmt: skip
+
+        def show(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        try:
+            result = build(options, engine, builder, cache, show)
+        except BuildFailed as failure:
+            _publish(failure.report, args, env)
+            raise
+        _publish(result, args, env)
+    finally:
+        engine.close()
+    return 0
+
+
+def image_labels(job: context.CIContext) -> dict[str, str]:
+    labels = {
+        "org.opencontainers.image.created": datetime.datetime.now(datetime.timezone.utc)
+        .replace(microsecond=0)
+        .isoformat(),
+    }
+    if job.commit:
+        labels["org.opencontainers.image.revision"] = job.commit
+    if job.repository:
+        source = job.repository
+        if job.provider is context.Provider.GITHUB_ACTIONS and "://" not in source:
+            source = f"https://github.com/{source}"
+        labels["org.opencontainers.image.source"] = source
+    if job.build_url:
+        labels["io.ci-integration.build-url"] = job.build_url
+    return labels
+
+
+def _build_args(values: list[str], env: Mapping[str, str]) -> dict[str, str]:
+    """``K=V``, or ``K`` alone to take K from the environment, as docker does."""
+    args = {}
+    for item in values:
+        name, equals, value = item.partition("=")
+        if not name:
+            raise UsageError(f"bad --build-arg {item!r}: write NAME=VALUE")
+        if not equals:
+            if name not in env:
+                continue
+            value = env[name]
+        args[name] = value
+    return args
+
+
+def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    header = ["stage", "cache", "from", "steps cached", "built in", "saved", "uploaded"]
+    rows = [
+        [
+            stage.stage,
+            stage.restored,
+            stage.restored_from,
+            f"{stage.cached_steps}/{len(stage.steps)}",
+            f"{stage.seconds:.1f} s",
+            stage.saved,
+            human_bytes(stage.uploaded_bytes) if stage.saved == "uploaded" else "",
+        ]
+        for stage in result.stages
+    ]
+    print(report.text_table(header, rows), file=sys.stderr)
+    if env.get("GITHUB_STEP_SUMMARY"):
+        title = f"### ci-integration build `{result.image}` ({result.builder})\n\n"
+        report.append_step_summary(env["GITHUB_STEP_SUMMARY"],
+                                   title + report.markdown_table(header, rows))  # fmt: skip
+    document = dataclasses.asdict(result)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    if args.github_output:
+        path = env.get("GITHUB_OUTPUT")
+        if not path:
+            raise UsageError("--github-output needs GITHUB_OUTPUT: run it in a GitHub Actions step")
+        all_cached = all(s.cached_steps == len(s.steps) for s in result.stages)
+        report.write_github_output(path, {
+            "image-id": result.image_id or "",
+            "all-cached": "true" if all_cached else "false",
+            "report": json.dumps(document),
+        })  # fmt: skip

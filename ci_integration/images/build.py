@@ -1,0 +1,282 @@
+"""``build``: every stage of a multi-stage Dockerfile built, tagged and cached on its own.
+
+Order of work:
+1. Restore: for each stage the target needs, the best entry along the scope chain
+   (its exact key, else the newest entry of the same stage) is loaded into the
+   engine, moving only missing layers; base images the engine lacks come from
+   the store too. In registry mode, stage images are pulled instead.
+2. Build: stage by stage, each offered every stage image as a cache source.
+3. Save, also when a later stage failed: a stage whose layers equal the restored
+   entry's is not uploaded, and keeps the older image (BuildKit's inline cache
+   loses links when an all-CACHED rebuild is saved over its source).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from ci_integration.errors import BuildError, CacheError
+from ci_integration.images import dockerfile as dockerfiles
+from ci_integration.images.builders import Builder, BuildOutcome, BuildRequest, Step
+from ci_integration.images.context_hash import DockerIgnore, stage_keys
+from ci_integration.images.engine import Engine, ImageInfo, split_reference
+from ci_integration.images.exports import Export, export_path
+from ci_integration.images.layers import (
+    StoredImage,
+    find_image,
+    info_matches,
+    load_image,
+    save_image,
+)
+from ci_integration.images.stagefile import stage_dockerfile
+from ci_integration.store.scoped import ScopedStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class BuildOptions:
+    context: Path
+    dockerfile: Path
+    image: str
+    target: str | None = None
+    build_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    exports: Sequence[Export] = ()
+    strict: bool = False
+    read_only: bool = False
+
+
+@dataclasses.dataclass
+class StageReport:
+    stage: str
+    key: str
+    restored: str = "miss"  # exact, partial or miss
+    restored_from: str = ""
+    built: bool = False
+    steps: list[Step] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    saved: str = "not saved"  # uploaded, unchanged, recorded, read-only, failed, not saved
+    uploaded_bytes: int = 0
+    uploaded_layers: int = 0
+    loaded_layers: int = 0
+
+    @property
+    def cached_steps(self) -> int:
+        return sum(step.cached for step in self.steps)
+
+
+@dataclasses.dataclass
+class BuildReport:
+    image: str
+    builder: str
+    stages: list[StageReport]
+    image_id: str | None = None
+    failed_stage: str | None = None
+    error: str | None = None
+    exported_files: int = 0
+    seconds: float = 0.0
+
+
+class CacheBackend:
+    """Where stage images come from and go to: the store, or a registry."""
+
+    def restore_stage(self, report: StageReport, tag: str) -> ImageInfo | None: ...
+
+    def restore_base(self, ref: str) -> None: ...
+
+    def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None: ...
+
+    def save_base(self, ref: str) -> None: ...
+
+
+class StoreCache(CacheBackend):
+    def __init__(self, engine: Engine, store: ScopedStore, repository: str) -> None:
+        self.engine = engine
+        self.store = store
+        self.repository = repository
+        self.restored: dict[str, StoredImage] = {}
+        self._present: set[str] | None = None
+
+    @property
+    def present(self) -> set[str]:
+        if self._present is None:
+            self._present = self.engine.present_chain_ids()
+        return self._present
+
+    def key_prefix(self, stage: str) -> str:
+        return f"stage:{self.repository}:{stage}:"
+
+    def restore_stage(self, report: StageReport, tag: str) -> ImageInfo | None:
+        stored = find_image(self.store, report.key, [self.key_prefix(report.stage)])
+        if stored is None:
+            return None
+        transfer = load_image(self.engine, self.store, stored, tag, self.present)
+        self.restored[report.stage] = stored
+        report.restored = "exact" if stored.manifest.key == report.key else "partial"
+        report.restored_from = stored.manifest.scope
+        report.loaded_layers = transfer.moved_layers
+        return self.engine.image(tag)
+
+    def restore_base(self, ref: str) -> None:
+        stored = find_image(self.store, f"image:{ref}")
+        if stored is not None:
+            transfer = load_image(self.engine, self.store, stored, ref, self.present)
+            log.info("loaded base image %s from the store (%d layers)", ref, transfer.moved_layers)
+
+    def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
+        earlier = self.restored.get(report.stage)
+        if info_matches(info, earlier) and earlier is not None:
+            if (
+                earlier.manifest.key == report.key
+                and earlier.manifest.scope == self.store.write_scope
+            ):
+                report.saved = "unchanged"
+                return
+            # Same layers under a new key or in a new scope: a manifest, no upload.
+            self.store.commit(dataclasses.replace(
+                earlier.manifest, key=report.key, scope=self.store.write_scope, created=time.time()
+            ))  # fmt: skip
+            report.saved = "recorded"
+            return
+        transfer = save_image(
+            self.engine, self.store, tag, report.key, list(self.restored.values()),
+            {"stage": report.stage},
+        )  # fmt: skip
+        report.saved = "uploaded"
+        report.uploaded_bytes = transfer.moved_bytes
+        report.uploaded_layers = transfer.moved_layers
+
+    def save_base(self, ref: str) -> None:
+        info = self.engine.image(ref)
+        if info is None:
+            return
+        stored = find_image(self.store, f"image:{ref}")
+        if stored is not None and stored.image_id == info.id:
+            return
+        save_image(self.engine, self.store, ref, f"image:{ref}", list(self.restored.values()))
+
+
+def build(
+    options: BuildOptions,
+    engine: Engine,
+    builder: Builder,
+    cache: CacheBackend | None,
+    on_line: Callable[[str], None],
+) -> BuildReport:
+    """Restore, build stage by stage, save; raises BuildError after saving if a stage failed."""
+    started = time.monotonic()
+    parsed = dockerfiles.load(options.dockerfile, options.build_args)
+    stages = parsed.stages_for(options.target)
+    target = stages[-1]
+    repository = split_reference(options.image)[0]
+    ignore = DockerIgnore.load(options.context, options.dockerfile)
+    external = sorted({ref for stage in stages for ref in stage.external_images})
+    if cache is not None:
+        with _cache_trouble(options.strict, "building without the base images of the cache"):
+            for ref in external:
+                if engine.image(ref) is None:
+                    cache.restore_base(ref)
+    # A base image's id is part of its stages' keys: a new base is a new key.
+    base_ids = {ref: info.id for ref in external if (info := engine.image(ref)) is not None}
+    keys = stage_keys(parsed, stages, options.context, options.build_args, ignore, base_ids)
+    reports = [
+        StageReport(stage.ref, f"stage:{repository}:{stage.ref}:{keys[stage.ref][:16]}")
+        for stage in stages
+    ]
+    report = BuildReport(options.image, builder.name, reports)
+    tags = {stage.ref: f"{repository}:stage-{stage.ref}" for stage in stages}
+
+    restored: dict[str, ImageInfo] = {}
+    if cache is not None:
+        for stage_report in reports:
+            with _cache_trouble(options.strict, f"stage {stage_report.stage} builds uncached"):
+                info = cache.restore_stage(stage_report, tags[stage_report.stage])
+                if info is not None:
+                    restored[stage_report.stage] = info
+
+    built: dict[str, ImageInfo] = {}
+    with stage_dockerfile(parsed, options.dockerfile, stages) as (dockerfile, names):
+        for stage, stage_report in zip(stages, reports, strict=True):
+            is_target = stage is target
+            request = BuildRequest(
+                context=options.context,
+                dockerfile=dockerfile,
+                target=names[stage.ref],
+                tags=(tags[stage.ref], options.image) if is_target else (tags[stage.ref],),
+                build_args=options.build_args,
+                cache_from=tuple(tags[s.ref] for s in stages if engine.image(tags[s.ref])),
+                labels=options.labels if is_target else {},
+            )
+            outcome = _run_stage(builder, request, stage_report, on_line)
+            if not outcome.ok:
+                report.failed_stage, report.error = stage.ref, outcome.error
+                break
+            info = engine.image(tags[stage.ref])
+            assert info is not None
+            earlier = restored.get(stage.ref)
+            if earlier is not None and earlier.diff_ids == info.diff_ids and earlier.id != info.id:
+                # Equal layers: keep the older image, whose cache metadata is intact.
+                engine.tag(earlier.id, tags[stage.ref])
+                info = earlier
+            built[stage.ref] = info
+            if is_target:
+                report.image_id = outcome.image_id
+
+    if cache is not None and not options.read_only:
+        for stage_report in reports:
+            if stage_report.stage in built:
+                with _cache_trouble(options.strict, f"stage {stage_report.stage} not saved"):
+                    stage_report.saved = "failed"
+                    cache.save_stage(stage_report, tags[stage_report.stage],
+                                     built[stage_report.stage])  # fmt: skip
+        with _cache_trouble(options.strict, "base images not saved"):
+            for ref in external:
+                cache.save_base(ref)
+    elif cache is not None:
+        for stage_report in reports:
+            stage_report.saved = "read-only"
+        log.info("not saving the cache: this job is read-only")
+
+    if report.failed_stage is None:
+        for export in options.exports:
+            stage_ref = parsed.stage(export.stage).ref
+            if stage_ref not in tags:
+                raise BuildError(f"--export names stage {export.stage}, which this build skips")
+            report.exported_files += export_path(engine, tags[stage_ref], export)
+    report.seconds = time.monotonic() - started
+    if report.failed_stage is not None:
+        raise BuildFailed(report)
+    return report
+
+
+class BuildFailed(BuildError):
+    def __init__(self, report: BuildReport) -> None:
+        self.report = report
+        super().__init__(f"stage {report.failed_stage} failed: {report.error}")
+
+
+def _run_stage(
+    builder: Builder, request: BuildRequest, report: StageReport, on_line: Callable[[str], None]
+) -> BuildOutcome:
+    started = time.monotonic()
+    outcome = builder.build(request, on_line)
+    report.seconds = time.monotonic() - started
+    report.steps = [step for step in outcome.steps if step.stage == request.target]
+    report.built = outcome.ok
+    return outcome
+
+
+@contextlib.contextmanager
+def _cache_trouble(strict: bool, consequence: str) -> Iterator[None]:
+    try:
+        yield
+    except (CacheError, OSError) as exc:
+        if strict:
+            raise CacheError(f"{consequence}: {exc}") from exc
+        log.warning("%s: %s", consequence, exc)
