@@ -13,6 +13,7 @@ from bench.table import render
 # Section name -> module with run() -> list[Row]. A section lands with its issue.
 SECTIONS: dict[str, str] = {
     "cache": "bench.cache_directory",
+    "build": "bench.build_cache",
 }
 PENDING = {
     "cache": "directory save/restore vs tar|zstd (issue 3)",

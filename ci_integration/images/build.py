@@ -30,7 +30,7 @@ from ci_integration.images.layers import (
     StoredImage,
     find_image,
     info_matches,
-    load_image,
+    load_images,
     save_image,
 )
 from ci_integration.images.stagefile import stage_dockerfile
@@ -86,13 +86,21 @@ class BuildReport:
 class CacheBackend:
     """Where stage images come from and go to: the store, or a registry."""
 
-    def restore_stage(self, report: StageReport, tag: str) -> ImageInfo | None: ...
+    def find_bases(self, refs: Sequence[str]) -> dict[str, str]:
+        """Ids of the missing base images the cache can bring, by reference."""
+        return {}
 
-    def restore_base(self, ref: str) -> None: ...
+    def restore(
+        self, reports: Sequence[StageReport], tags: Mapping[str, str], bases: Sequence[str]
+    ) -> dict[str, ImageInfo]:
+        """Bring the stages (and the bases found) into the engine; fills the reports."""
+        raise NotImplementedError
 
-    def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None: ...
+    def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
+        raise NotImplementedError
 
-    def save_base(self, ref: str) -> None: ...
+    def save_base(self, ref: str) -> None:
+        """Keep a base image the engine has, for agents that lack it."""
 
 
 class StoreCache(CacheBackend):
@@ -101,33 +109,39 @@ class StoreCache(CacheBackend):
         self.store = store
         self.repository = repository
         self.restored: dict[str, StoredImage] = {}
-        self._present: set[str] | None = None
-
-    @property
-    def present(self) -> set[str]:
-        if self._present is None:
-            self._present = self.engine.present_chain_ids()
-        return self._present
+        self.bases: dict[str, StoredImage] = {}
 
     def key_prefix(self, stage: str) -> str:
         return f"stage:{self.repository}:{stage}:"
 
-    def restore_stage(self, report: StageReport, tag: str) -> ImageInfo | None:
-        stored = find_image(self.store, report.key, [self.key_prefix(report.stage)])
-        if stored is None:
-            return None
-        transfer = load_image(self.engine, self.store, stored, tag, self.present)
-        self.restored[report.stage] = stored
-        report.restored = "exact" if stored.manifest.key == report.key else "partial"
-        report.restored_from = stored.manifest.scope
-        report.loaded_layers = transfer.moved_layers
-        return self.engine.image(tag)
+    def find_bases(self, refs: Sequence[str]) -> dict[str, str]:
+        for ref in refs:
+            stored = find_image(self.store, f"image:{ref}")
+            if stored is not None:
+                self.bases[ref] = stored
+        return {ref: stored.image_id for ref, stored in self.bases.items()}
 
-    def restore_base(self, ref: str) -> None:
-        stored = find_image(self.store, f"image:{ref}")
-        if stored is not None:
-            transfer = load_image(self.engine, self.store, stored, ref, self.present)
-            log.info("loaded base image %s from the store (%d layers)", ref, transfer.moved_layers)
+    def restore(
+        self, reports: Sequence[StageReport], tags: Mapping[str, str], bases: Sequence[str]
+    ) -> dict[str, ImageInfo]:
+        wanted = [(self.bases[ref], [ref]) for ref in bases if ref in self.bases]
+        for report in reports:
+            stored = find_image(self.store, report.key, [self.key_prefix(report.stage)])
+            if stored is not None:
+                self.restored[report.stage] = stored
+                report.restored = "exact" if stored.manifest.key == report.key else "partial"
+                report.restored_from = stored.manifest.scope
+                wanted.append((stored, [tags[report.stage]]))
+        transfers = load_images(self.engine, self.store, wanted, self.engine.present_chain_ids())
+        by_tag = {transfer.ref: transfer for transfer in transfers}
+        infos = {}
+        for report in reports:
+            if report.stage in self.restored:
+                report.loaded_layers = by_tag[tags[report.stage]].moved_layers
+                info = self.engine.image(tags[report.stage])
+                if info is not None:
+                    infos[report.stage] = info
+        return infos
 
     def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
         earlier = self.restored.get(report.stage)
@@ -156,10 +170,11 @@ class StoreCache(CacheBackend):
         info = self.engine.image(ref)
         if info is None:
             return
-        stored = find_image(self.store, f"image:{ref}")
+        stored = self.bases.get(ref) or find_image(self.store, f"image:{ref}")
         if stored is not None and stored.image_id == info.id:
             return
-        save_image(self.engine, self.store, ref, f"image:{ref}", list(self.restored.values()))
+        earlier = [*self.restored.values(), *self.bases.values()]
+        save_image(self.engine, self.store, ref, f"image:{ref}", earlier)
 
 
 def build(
@@ -177,13 +192,12 @@ def build(
     repository = split_reference(options.image)[0]
     ignore = DockerIgnore.load(options.context, options.dockerfile)
     external = sorted({ref for stage in stages for ref in stage.external_images})
-    if cache is not None:
-        with _cache_trouble(options.strict, "building without the base images of the cache"):
-            for ref in external:
-                if engine.image(ref) is None:
-                    cache.restore_base(ref)
-    # A base image's id is part of its stages' keys: a new base is a new key.
     base_ids = {ref: info.id for ref in external if (info := engine.image(ref)) is not None}
+    missing_bases = [ref for ref in external if ref not in base_ids]
+    if cache is not None and missing_bases:
+        with _cache_trouble(options.strict, "base images not found in the cache"):
+            # A base image's id is part of its stages' keys: a new base is a new key.
+            base_ids.update(cache.find_bases(missing_bases))
     keys = stage_keys(parsed, stages, options.context, options.build_args, ignore, base_ids)
     reports = [
         StageReport(stage.ref, f"stage:{repository}:{stage.ref}:{keys[stage.ref][:16]}")
@@ -194,16 +208,19 @@ def build(
 
     restored: dict[str, ImageInfo] = {}
     if cache is not None:
-        for stage_report in reports:
-            with _cache_trouble(options.strict, f"stage {stage_report.stage} builds uncached"):
-                info = cache.restore_stage(stage_report, tags[stage_report.stage])
-                if info is not None:
-                    restored[stage_report.stage] = info
+        with _cache_trouble(options.strict, "building without the cache"):
+            restored = cache.restore(reports, tags, missing_bases)
 
     built: dict[str, ImageInfo] = {}
     with stage_dockerfile(parsed, options.dockerfile, stages) as (dockerfile, names):
+        by_name = {names[stage.ref]: report for stage, report in zip(stages, reports, strict=True)}
         for stage, stage_report in zip(stages, reports, strict=True):
             is_target = stage is target
+            if not is_target and stage_report.restored == "exact" and stage.ref in restored:
+                # Its inputs are unchanged and its image is here: the target's build
+                # takes it from the cache, and reports its steps.
+                built[stage.ref] = restored[stage.ref]
+                continue
             request = BuildRequest(
                 context=options.context,
                 dockerfile=dockerfile,
@@ -213,7 +230,7 @@ def build(
                 cache_from=tuple(tags[s.ref] for s in stages if engine.image(tags[s.ref])),
                 labels=options.labels if is_target else {},
             )
-            outcome = _run_stage(builder, request, stage_report, on_line)
+            outcome = _run_stage(builder, request, stage_report, by_name, on_line)
             if not outcome.ok:
                 report.failed_stage, report.error = stage.ref, outcome.error
                 break
@@ -262,13 +279,24 @@ class BuildFailed(BuildError):
 
 
 def _run_stage(
-    builder: Builder, request: BuildRequest, report: StageReport, on_line: Callable[[str], None]
+    builder: Builder,
+    request: BuildRequest,
+    report: StageReport,
+    by_name: Mapping[str, StageReport],
+    on_line: Callable[[str], None],
 ) -> BuildOutcome:
+    """Build one stage; its steps, and those of stages it built along that were not
+    built on their own, go to their reports."""
     started = time.monotonic()
     outcome = builder.build(request, on_line)
     report.seconds = time.monotonic() - started
-    report.steps = [step for step in outcome.steps if step.stage == request.target]
     report.built = outcome.ok
+    report.steps = []
+    owners = [report, *(r for r in by_name.values() if not r.built and not r.steps)]
+    for step in outcome.steps:
+        owner = by_name.get(step.stage)
+        if owner is not None and any(owner is eligible for eligible in owners):
+            owner.steps.append(step)
     return outcome
 
 

@@ -10,6 +10,7 @@ already holds by its chain ID and reads the file only for the others.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -100,8 +101,9 @@ def save_image(
         records.append(Record(0, diff_id.removeprefix("sha256:"), FILE, 0o644, 0, size, pieces))
     tree = Tree(["layers"], packer.packs, packer.pieces, records)
     tree_blob = tree.to_bytes()
-    tree_digest, _ = store.upload(tree_blob)
-    config_digest, _ = store.upload(config)
+    tree_digest, tree_uploaded = store.upload(tree_blob)
+    config_digest, config_uploaded = store.upload(config)
+    listing_bytes = len(tree_blob) * tree_uploaded + len(config) * config_uploaded
     blobs = [BlobRef(config_digest, len(config)), BlobRef(tree_digest, len(tree_blob))]
     blobs += [BlobRef(digest, packer.stored_sizes[digest]) for digest, _ in tree.packs]
     store.commit(
@@ -127,42 +129,69 @@ def save_image(
         info.id,
         layers=len(info.diff_ids),
         moved_layers=len(new_layers),
-        moved_bytes=packer.stats.uploaded_bytes,
+        moved_bytes=packer.stats.uploaded_bytes + listing_bytes,
         seconds=time.monotonic() - started,
     )
+
+
+def load_images(
+    engine: Engine,
+    store: ScopedStore,
+    wanted: Sequence[tuple[StoredImage, Sequence[str]]],
+    present: set[str],
+) -> list[ImageTransfer]:
+    """Bring each stored image into the engine under its tags, in one ``docker load``
+    that carries only the layers the engine lacks. ``present`` (the engine's layer
+    chains) is updated with what was loaded."""
+    started = time.monotonic()
+    transfers = []
+    images: list[_Loadable] = []
+    sources: dict[str, tuple[Record, PieceReader]] = {}
+    needed: dict[str, None] = {}
+    with contextlib.ExitStack() as readers:
+        for stored, tags in wanted:
+            transfer = ImageTransfer(tags[0], stored.image_id, layers=len(stored.diff_ids))
+            transfers.append(transfer)
+            if engine.image(stored.image_id) is not None:
+                for tag in tags:
+                    engine.tag(stored.image_id, tag)
+                continue
+            config = store.download(str(stored.manifest.metadata.get("config", "")))
+            if f"sha256:{hashlib.sha256(config).hexdigest()}" != stored.image_id:
+                raise CorruptDataError(f"image entry {stored.manifest.key} has a foreign config")
+            tree = stored.tree(store)
+            reader = readers.enter_context(PieceReader(tree, pack_fetcher(store, tree)))
+            for record in tree.records:
+                if record.type == FILE:
+                    sources.setdefault(record.path, (record, reader))
+            lacking = _lacking_layers(stored, present)
+            if any(layer not in sources for layer in lacking):
+                raise CorruptDataError(f"image entry {stored.manifest.key} lacks a layer")
+            transfer.moved_layers = len(set(lacking) - set(needed))
+            transfer.moved_bytes = sum(
+                sources[layer][0].size for layer in set(lacking) - set(needed)
+            )
+            needed.update(dict.fromkeys(lacking))
+            images.append(_Loadable(stored, config, list(tags)))
+        if images:
+            engine.load(_load_stream(images, [sources[layer] for layer in needed]))
+    for loadable in images:
+        present.update(chain_ids(loadable.stored.diff_ids))
+    for transfer in transfers:
+        transfer.seconds = time.monotonic() - started
+    return transfers
+
+
+def _lacking_layers(stored: StoredImage, present: set[str]) -> list[str]:
+    chains = chain_ids(stored.diff_ids)
+    pairs = zip(stored.diff_ids, chains, strict=True)
+    return [diff_id.removeprefix("sha256:") for diff_id, chain in pairs if chain not in present]
 
 
 def load_image(
     engine: Engine, store: ScopedStore, stored: StoredImage, tag: str, present: set[str]
 ) -> ImageTransfer:
-    """Bring ``stored`` into the engine as ``tag``; ``present`` (the engine's layer
-    chains) is updated with what was loaded."""
-    started = time.monotonic()
-    transfer = ImageTransfer(tag, stored.image_id, layers=len(stored.diff_ids))
-    if engine.image(stored.image_id) is None:
-        config = store.download(stored.manifest.metadata.get("config", ""))
-        if f"sha256:{hashlib.sha256(config).hexdigest()}" != stored.image_id:
-            raise CorruptDataError(f"image entry {stored.manifest.key} has a foreign config")
-        tree = stored.tree(store)
-        by_layer = {record.path: record for record in tree.records if record.type == FILE}
-        needed = [
-            diff_id.removeprefix("sha256:")
-            for diff_id, chain in zip(stored.diff_ids, chain_ids(stored.diff_ids), strict=True)
-            if chain not in present
-        ]
-        needed = list(dict.fromkeys(needed))
-        if any(layer not in by_layer for layer in needed):
-            raise CorruptDataError(f"image entry {stored.manifest.key} lacks a layer")
-        with PieceReader(tree, pack_fetcher(store, tree)) as reader:
-            engine.load(
-                _load_stream(stored, config, tag, [by_layer[layer] for layer in needed], reader)
-            )
-        transfer.moved_layers = len(needed)
-        transfer.moved_bytes = sum(by_layer[layer].size for layer in needed)
-        present.update(chain_ids(stored.diff_ids))
-    engine.tag(stored.image_id, tag)
-    transfer.seconds = time.monotonic() - started
-    return transfer
+    return load_images(engine, store, [(stored, [tag])], present)[0]
 
 
 def find_image(
@@ -237,20 +266,28 @@ def _pack_member(source, size: int, packer: Packer) -> tuple[str, list[int]]:
 # The load side: a docker-load tar, written as a stream.
 
 
+@dataclasses.dataclass(frozen=True)
+class _Loadable:
+    stored: StoredImage
+    config: bytes
+    tags: list[str]
+
+
 def _load_stream(
-    stored: StoredImage, config: bytes, tag: str, layers: list[Record], reader: PieceReader
+    images: list[_Loadable], layers: list[tuple[Record, PieceReader]]
 ) -> Iterator[bytes]:
-    config_name = stored.image_id.removeprefix("sha256:") + ".json"
     manifest = [
         {
-            "Config": config_name,
-            "RepoTags": [tag],
-            "Layers": [f"{d.removeprefix('sha256:')}/layer.tar" for d in stored.diff_ids],
+            "Config": image.stored.image_id.removeprefix("sha256:") + ".json",
+            "RepoTags": image.tags,
+            "Layers": [f"{d.removeprefix('sha256:')}/layer.tar" for d in image.stored.diff_ids],
         }
+        for image in images
     ]
     yield from _member("manifest.json", json.dumps(manifest).encode())
-    yield from _member(config_name, config)
-    for record in layers:
+    for image, entry in zip(images, manifest, strict=True):
+        yield from _member(entry["Config"], image.config)
+    for record, reader in layers:
         yield _header(f"{record.path}/layer.tar", record.size)
         for view in reader.read(record):
             yield bytes(view)

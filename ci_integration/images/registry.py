@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ci_integration.errors import CacheError
 from ci_integration.images.build import CacheBackend, StageReport
@@ -36,7 +36,17 @@ class RegistryCache(CacheBackend):
             tag = f"{tag[: MAX_TAG_LENGTH - 13]}-{digest}"
         return f"{self.registry}:{tag}"
 
-    def restore_stage(self, report: StageReport, tag: str) -> ImageInfo | None:
+    def restore(
+        self, reports: Sequence[StageReport], tags: Mapping[str, str], bases: Sequence[str]
+    ) -> dict[str, ImageInfo]:
+        infos = {}
+        for report in reports:
+            info = self._pull_stage(report, tags[report.stage])
+            if info is not None:
+                infos[report.stage] = info
+        return infos
+
+    def _pull_stage(self, report: StageReport, tag: str) -> ImageInfo | None:
         for scope in self.scope_chain:
             ref = self.cache_ref(report.stage, scope)
             if self.engine.pull(ref):
@@ -49,9 +59,6 @@ class RegistryCache(CacheBackend):
                 report.restored_from = scope
                 return info
         return None
-
-    def restore_base(self, ref: str) -> None:
-        """Base images come from their own registries, as in any build."""
 
     def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
         scope, pulled = self.pulled.get(report.stage, ("", None))

@@ -93,8 +93,14 @@ def stages(report: dict) -> dict[str, dict]:
     return {stage["stage"]: stage for stage in report["stages"]}
 
 
+STEPS = {"base": 2, "builder": 2, "final": 3}
+
+
 def all_cached(report: dict) -> bool:
-    return all(s["steps"] and all(step["cached"] for step in s["steps"]) for s in report["stages"])
+    """Every step of every stage reported, and every one CACHED."""
+    counts = {s["stage"]: len(s["steps"]) for s in report["stages"]}
+    assert counts == STEPS, counts
+    return all(step["cached"] for s in report["stages"] for step in s["steps"])
 
 
 @pytest.mark.parametrize("builder", BUILDERS)
