@@ -110,6 +110,7 @@ class StoreCache(CacheBackend):
         self.repository = repository
         self.restored: dict[str, StoredImage] = {}
         self.bases: dict[str, StoredImage] = {}
+        self.saved: list[StoredImage] = []
 
     def key_prefix(self, stage: str) -> str:
         return f"stage:{self.repository}:{stage}:"
@@ -159,9 +160,10 @@ class StoreCache(CacheBackend):
             report.saved = "recorded"
             return
         transfer = save_image(
-            self.engine, self.store, tag, report.key, list(self.restored.values()),
-            {"stage": report.stage},
-        )  # fmt: skip
+            self.engine, self.store, tag, report.key, self._known(), {"stage": report.stage}
+        )
+        if transfer.stored is not None:
+            self.saved.append(transfer.stored)
         report.saved = "uploaded"
         report.uploaded_bytes = transfer.moved_bytes
         report.uploaded_layers = transfer.moved_layers
@@ -173,8 +175,11 @@ class StoreCache(CacheBackend):
         stored = self.bases.get(ref) or find_image(self.store, f"image:{ref}")
         if stored is not None and stored.image_id == info.id:
             return
-        earlier = [*self.restored.values(), *self.bases.values()]
-        save_image(self.engine, self.store, ref, f"image:{ref}", earlier)
+        save_image(self.engine, self.store, ref, f"image:{ref}", self._known())
+
+    def _known(self) -> list[StoredImage]:
+        """Entries whose pieces a save need not upload again: all this build has seen."""
+        return [*self.restored.values(), *self.bases.values(), *self.saved]
 
 
 def build(

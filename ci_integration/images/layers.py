@@ -42,6 +42,7 @@ class ImageTransfer:
     moved_layers: int = 0
     moved_bytes: int = 0  # uploaded (save) or fed to the engine (load)
     seconds: float = 0.0
+    stored: StoredImage | None = None  # the entry a save wrote
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,23 +107,22 @@ def save_image(
     listing_bytes = len(tree_blob) * tree_uploaded + len(config) * config_uploaded
     blobs = [BlobRef(config_digest, len(config)), BlobRef(tree_digest, len(tree_blob))]
     blobs += [BlobRef(digest, packer.stored_sizes[digest]) for digest, _ in tree.packs]
-    store.commit(
-        Manifest(
-            KIND,
-            key,
-            store.write_scope,
-            tuple(blobs),
-            {
-                **(metadata or {}),
-                "image_id": info.id,
-                "diff_ids": list(info.diff_ids),
-                "config": config_digest,
-                "tree": tree_digest,
-                "ref": ref,
-                "bytes": tree.raw_size,
-            },
-        )
+    manifest = Manifest(
+        KIND,
+        key,
+        store.write_scope,
+        tuple(blobs),
+        {
+            **(metadata or {}),
+            "image_id": info.id,
+            "diff_ids": list(info.diff_ids),
+            "config": config_digest,
+            "tree": tree_digest,
+            "ref": ref,
+            "bytes": tree.raw_size,
+        },
     )
+    store.commit(manifest)
     new_layers = [r for r in records if r.type == FILE and any(map(packer.is_new, r.pieces))]
     return ImageTransfer(
         ref,
@@ -131,6 +131,7 @@ def save_image(
         moved_layers=len(new_layers),
         moved_bytes=packer.stats.uploaded_bytes + listing_bytes,
         seconds=time.monotonic() - started,
+        stored=StoredImage.of(manifest),
     )
 
 
