@@ -1,5 +1,5 @@
-"""The parsed Dockerfile: its stages, what each needs, and finding a stage and the stages
-a build of it needs. Only data and lookups; dockerfile.parse() builds these.
+"""The parsed Dockerfile as plain data: its instructions, its stages and what each needs,
+and looking up a stage and the stages a build of it needs. dockerfile.parse() makes these.
 """
 
 from __future__ import annotations

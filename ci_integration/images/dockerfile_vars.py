@@ -1,5 +1,5 @@
-"""Dockerfile variables: substituting ``$VAR`` and ``${VAR...}`` into a word as BuildKit
-does, and the scopes of ARG and ENV values a word is expanded in.
+"""Dockerfile variables: what ARG and ENV declare, the scopes a word sees them in, and
+substituting ``$VAR`` and ``${VAR...}`` into a word as BuildKit does.
 """
 
 from __future__ import annotations
@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections.abc import Callable
+
+from ci_integration.images.dockerfile_lexer import Malformed, raw_words
+from ci_integration.images.dockerfile_model import Instruction
 
 Lookup = Callable[[str], str | None]  # None: not set; raises _Unresolvable if unknowable
 
@@ -190,3 +193,34 @@ class Scope:
     def child(self) -> Scope:
         """The scope of a stage built FROM this one: ENV is inherited, ARG is not."""
         return Scope(env=dict(self.env), open=self.open)
+
+
+def arg_declarations(instruction: Instruction, escape: str) -> list[tuple[str, str | None]]:
+    declarations: list[tuple[str, str | None]] = []
+    for word in raw_words(instruction.arguments, escape):
+        name, equals, raw = word.partition("=")
+        if not name:
+            raise Malformed(instruction.line, f"ARG {word!r} has no name: write ARG NAME[=VALUE]")
+        declarations.append((name, raw if equals else None))
+    if not declarations:
+        raise Malformed(instruction.line, "ARG needs a name: write ARG NAME[=VALUE]")
+    return declarations
+
+
+def env_assignments(instruction: Instruction, escape: str) -> list[tuple[str, str]]:
+    words = raw_words(instruction.arguments, escape)
+    if not words:
+        raise Malformed(instruction.line, "ENV needs a value: write ENV NAME=VALUE")
+    if "=" not in words[0]:
+        # The legacy form: ENV NAME the rest of the line.
+        parts = instruction.arguments.split(None, 1)
+        if len(parts) < 2:
+            raise Malformed(instruction.line, "ENV needs a value: write ENV NAME=VALUE")
+        return [(parts[0], parts[1])]
+    assignments = []
+    for word in words:
+        name, equals, raw = word.partition("=")
+        if not equals or not name:
+            raise Malformed(instruction.line, f"ENV {word!r} is not NAME=VALUE")
+        assignments.append((name, raw))
+    return assignments
