@@ -14,6 +14,7 @@ from bench.table import render
 SECTIONS: dict[str, str] = {
     "cache": "bench.cache_directory",
     "build": "bench.build_cache",
+    "mounts": "bench.mount_cache",
 }
 PENDING = {
     "cache": "directory save/restore vs tar|zstd (issue 3)",

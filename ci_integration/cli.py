@@ -128,6 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "buildx", "buildkit", "legacy"],
         help="how to build (default: the best the client can do)",
     )
+    build.add_argument(
+        "--no-mount-cache",
+        dest="mount_cache",
+        action="store_false",
+        help="do not carry RUN --mount=type=cache folders across jobs",
+    )
+    build.add_argument(
+        "--mount-cache-exclude",
+        dest="mount_exclude",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="leave this cache mount out (repeatable)",
+    )
+    build.add_argument(
+        "--mount-helper-image",
+        metavar="IMAGE",
+        help="image with a shell to copy cache mounts in and out"
+        " (default: the base image of the stage that uses the mount)",
+    )
     build.add_argument("--read-only", action="store_true", help="restore the cache, never save")
     _add_store_options(build)
     _add_output_options(build)

@@ -47,6 +47,15 @@ class BuildError(CIIntegrationError):
     exit_code = 5
 
 
+class ContainerStartError(CIIntegrationError):
+    """The engine could not start the command in a container: 127 when the command is
+    not found, 126 when it cannot be executed, as a shell reports them."""
+
+    def __init__(self, message: str, *, not_found: bool) -> None:
+        self.exit_code = 127 if not_found else 126
+        super().__init__(message)
+
+
 class CommandError(CIIntegrationError):
     """An external command failed; carries the command line, its exit code and output."""
 
@@ -59,6 +68,11 @@ class CommandError(CIIntegrationError):
         tail = output.strip().splitlines()[-1:] if output else []
         detail = f": {tail[0]}" if tail else ""
         super().__init__(f"{argv[0]} exited with code {returncode}{detail}")
+
+
+class BuildStatusUnavailable(Exception):
+    """A CI could not say whether a build still runs. Never fatal, so not a
+    CIIntegrationError: the janitor warns and judges the container by its age."""
 
 
 class Interrupted(CIIntegrationError):

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from ci_integration import context, report
 from ci_integration.errors import UsageError
-from ci_integration.images.build import BuildFailed, BuildOptions, BuildReport, StoreCache, build
+from ci_integration.images.build import BuildFailed, BuildOptions, BuildReport, build
 from ci_integration.images.builders import pick_builder
 from ci_integration.images.engine import Engine, split_reference
 from ci_integration.images.exports import Export
 from ci_integration.images.registry import RegistryCache
+from ci_integration.images.store_cache import StoreCache
 from ci_integration.report import human_bytes
 from ci_integration.store import open_store
 from ci_integration.store.scoped import ScopedStore
@@ -44,6 +45,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         exports=[Export.parse(text, cwd) for text in args.exports],
         strict=args.strict,
         read_only=args.read_only or job.read_only,
+        mount_cache=args.mount_cache,
+        mount_exclude=args.mount_exclude,
+        mount_helper_image=args.mount_helper_image,
     )
     engine = Engine(env)
     try:
@@ -120,10 +124,26 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
         for stage in result.stages
     ]
     print(report.text_table(header, rows), file=sys.stderr)
+    mount_header = ["cache mount", "cache", "from", "ccache", "saved", "uploaded"]
+    mount_rows = [
+        [
+            mount.id,
+            mount.restored,
+            mount.restored_from,
+            mount.ccache.describe() if mount.ccache else "",
+            mount.saved,
+            human_bytes(mount.uploaded_bytes) if mount.saved == "uploaded" else "",
+        ]
+        for mount in result.mounts
+    ]
+    if mount_rows:
+        print(report.text_table(mount_header, mount_rows), file=sys.stderr)
     if env.get("GITHUB_STEP_SUMMARY"):
-        title = f"### ci-integration build `{result.image}` ({result.builder})\n\n"
-        report.append_step_summary(env["GITHUB_STEP_SUMMARY"],
-                                   title + report.markdown_table(header, rows))  # fmt: skip
+        summary = f"### ci-integration build `{result.image}` ({result.builder})\n\n"
+        summary += report.markdown_table(header, rows)
+        if mount_rows:
+            summary += "\n" + report.markdown_table(mount_header, mount_rows)
+        report.append_step_summary(env["GITHUB_STEP_SUMMARY"], summary)
     document = dataclasses.asdict(result)
     if args.json:
         print(json.dumps(document, indent=2))

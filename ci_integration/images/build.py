@@ -24,17 +24,11 @@ from ci_integration.errors import BuildError, CacheError
 from ci_integration.images import dockerfile as dockerfiles
 from ci_integration.images.builders import Builder, BuildOutcome, BuildRequest, Step
 from ci_integration.images.context_hash import DockerIgnore, stage_keys
+from ci_integration.images.dockerfile import Stage
 from ci_integration.images.engine import Engine, ImageInfo, split_reference
 from ci_integration.images.exports import Export, export_path
-from ci_integration.images.layers import (
-    StoredImage,
-    find_image,
-    info_matches,
-    load_images,
-    save_image,
-)
+from ci_integration.images.mounts import MountCache, MountReport
 from ci_integration.images.stagefile import stage_dockerfile
-from ci_integration.store.scoped import ScopedStore
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +44,9 @@ class BuildOptions:
     exports: Sequence[Export] = ()
     strict: bool = False
     read_only: bool = False
+    mount_cache: bool = True
+    mount_exclude: Sequence[str] = ()
+    mount_helper_image: str | None = None
 
 
 @dataclasses.dataclass
@@ -81,6 +78,7 @@ class BuildReport:
     error: str | None = None
     exported_files: int = 0
     seconds: float = 0.0
+    mounts: list[MountReport] = dataclasses.field(default_factory=list)
 
 
 class CacheBackend:
@@ -102,84 +100,11 @@ class CacheBackend:
     def save_base(self, ref: str) -> None:
         """Keep a base image the engine has, for agents that lack it."""
 
-
-class StoreCache(CacheBackend):
-    def __init__(self, engine: Engine, store: ScopedStore, repository: str) -> None:
-        self.engine = engine
-        self.store = store
-        self.repository = repository
-        self.restored: dict[str, StoredImage] = {}
-        self.bases: dict[str, StoredImage] = {}
-        self.saved: list[StoredImage] = []
-
-    def key_prefix(self, stage: str) -> str:
-        return f"stage:{self.repository}:{stage}:"
-
-    def find_bases(self, refs: Sequence[str]) -> dict[str, str]:
-        for ref in refs:
-            stored = find_image(self.store, f"image:{ref}")
-            if stored is not None:
-                self.bases[ref] = stored
-        return {ref: stored.image_id for ref, stored in self.bases.items()}
-
-    def restore(
-        self, reports: Sequence[StageReport], tags: Mapping[str, str], bases: Sequence[str]
-    ) -> dict[str, ImageInfo]:
-        wanted = [(self.bases[ref], [ref]) for ref in bases if ref in self.bases]
-        for report in reports:
-            stored = find_image(self.store, report.key, [self.key_prefix(report.stage)])
-            if stored is not None:
-                self.restored[report.stage] = stored
-                report.restored = "exact" if stored.manifest.key == report.key else "partial"
-                report.restored_from = stored.manifest.scope
-                wanted.append((stored, [tags[report.stage]]))
-        transfers = load_images(self.engine, self.store, wanted, self.engine.present_chain_ids())
-        by_tag = {transfer.ref: transfer for transfer in transfers}
-        infos = {}
-        for report in reports:
-            if report.stage in self.restored:
-                report.loaded_layers = by_tag[tags[report.stage]].moved_layers
-                info = self.engine.image(tags[report.stage])
-                if info is not None:
-                    infos[report.stage] = info
-        return infos
-
-    def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
-        earlier = self.restored.get(report.stage)
-        if info_matches(info, earlier) and earlier is not None:
-            if (
-                earlier.manifest.key == report.key
-                and earlier.manifest.scope == self.store.write_scope
-            ):
-                report.saved = "unchanged"
-                return
-            # Same layers under a new key or in a new scope: a manifest, no upload.
-            self.store.commit(dataclasses.replace(
-                earlier.manifest, key=report.key, scope=self.store.write_scope, created=time.time()
-            ))  # fmt: skip
-            report.saved = "recorded"
-            return
-        transfer = save_image(
-            self.engine, self.store, tag, report.key, self._known(), {"stage": report.stage}
-        )
-        if transfer.stored is not None:
-            self.saved.append(transfer.stored)
-        report.saved = "uploaded"
-        report.uploaded_bytes = transfer.moved_bytes
-        report.uploaded_layers = transfer.moved_layers
-
-    def save_base(self, ref: str) -> None:
-        info = self.engine.image(ref)
-        if info is None:
-            return
-        stored = self.bases.get(ref) or find_image(self.store, f"image:{ref}")
-        if stored is not None and stored.image_id == info.id:
-            return
-        save_image(self.engine, self.store, ref, f"image:{ref}", self._known())
-
-    def _known(self) -> list[StoredImage]:
-        """Entries whose pieces a save need not upload again: all this build has seen."""
-        return [*self.restored.values(), *self.bases.values(), *self.saved]
+    def mount_cache(
+        self, options: BuildOptions, stages: Sequence[Stage], builder: Builder
+    ) -> MountCache | None:
+        """What carries the build's cache mounts across jobs, if this cache can."""
+        return None
 
 
 def build(
@@ -215,6 +140,11 @@ def build(
     if cache is not None:
         with _cache_trouble(options.strict, "building without the cache"):
             restored = cache.restore(reports, tags, missing_bases)
+    mount_cache = cache.mount_cache(options, stages, builder) if cache is not None else None
+    if mount_cache is not None:
+        report.mounts = mount_cache.reports
+        with _cache_trouble(options.strict, "cache mounts start empty"):
+            mount_cache.seed()
 
     built: dict[str, ImageInfo] = {}
     with stage_dockerfile(parsed, options.dockerfile, stages) as (dockerfile, names):
@@ -260,6 +190,9 @@ def build(
         with _cache_trouble(options.strict, "base images not saved"):
             for ref in external:
                 cache.save_base(ref)
+        if mount_cache is not None:
+            with _cache_trouble(options.strict, "cache mounts not saved"):
+                mount_cache.save()
     elif cache is not None:
         for stage_report in reports:
             stage_report.saved = "read-only"
