@@ -12,7 +12,10 @@ from collections.abc import Mapping, Sequence
 from ci_integration import __version__, report
 from ci_integration.commands import build as build_command
 from ci_integration.commands import cache as cache_command
+from ci_integration.commands import cleanup as cleanup_command
 from ci_integration.commands import context as context_command
+from ci_integration.commands import image as image_command
+from ci_integration.commands import run as run_command
 from ci_integration.errors import CIIntegrationError, Interrupted
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AGE",
         help="remove entries unused for AGE (12h, 7d)",
     )
+    prune.add_argument(
+        "--keep-last",
+        type=_positive,
+        metavar="N",
+        help="keep the N newest entries of each key family in each scope",
+    )
+    prune.add_argument(
+        "--protect",
+        action="append",
+        default=[],
+        metavar="SCOPE",
+        help="never remove this scope's entries (repeatable; default: the"
+        " default branch's scope; --protect '' protects none)",
+    )
     prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     _add_store_options(prune, strict=False)
     _add_output_options(prune)
@@ -152,7 +169,46 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(build)
     _add_output_options(build)
     build.set_defaults(handler=build_command.run)
+
+    image = commands.add_parser("image", help="hand images to later jobs through the store")
+    image_actions = image.add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=_Parser
+    )
+    image_save = image_actions.add_parser("save", help="save images (layers shared, once each)")
+    image_load = image_actions.add_parser("load", help="load images, moving only missing layers")
+    for sub in (image_save, image_load):
+        sub.add_argument("images", nargs="+", metavar="IMAGE")
+        sub.add_argument("--key", help="entry key (KEY/IMAGE; default: image:IMAGE)")
+        _add_store_options(sub)
+        sub.add_argument("--json", action="store_true", help="print the result as JSON")
+    image_save.add_argument("--read-only", action="store_true", help="do not save")
+    image_load.add_argument(
+        "--restore-key",
+        dest="restore_keys",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="key prefix to fall back on (repeatable)",
+    )
+    image_load.add_argument(
+        "--fail-on-miss", action="store_true", help="exit 3 when an image is not in the store"
+    )
+    image_save.set_defaults(handler=image_command.save)
+    image_load.set_defaults(handler=image_command.load)
+
+    run_command.configure(commands.add_parser("run", help="run a container that ends with its job"))
+    cleanup_command.configure(commands.add_parser("cleanup", help="remove leaked containers"))
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
 
 
 def _add_store_options(parser: argparse.ArgumentParser, strict: bool = True) -> None:

@@ -116,13 +116,23 @@ def list_entries(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def prune_store(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    if args.max_size is None and args.max_age is None:
-        log.info("no --max-size or --max-age: removing only unreferenced blobs and leftovers")
+    if args.max_size is None and args.max_age is None and args.keep_last is None:
+        log.info("no --max-size, --max-age or --keep-last: removing only unreferenced blobs")
+    protected = set(args.protect)
+    if not args.protect:
+        # By default the default branch's entries are kept: every job falls back to them.
+        job = context.detect(env, Path.cwd())
+        if job.default_branch:
+            protected.add(job.scope_chain[-1])
+    if protected:
+        log.info("protected scopes: %s", ", ".join(sorted(protected)))
     with _store_errors():
         result = prune(
             open_store(args.store, env),
             max_size=args.max_size,
             max_age=args.max_age,
+            keep_last=args.keep_last,
+            protected=frozenset(protected - {""}),
             dry_run=args.dry_run,
         )
     verb = "would remove" if args.dry_run else "removed"

@@ -182,11 +182,15 @@ def test_prune_evicts_least_recently_used_first(job):
         cli(workspace, env, "cache", "save", name, "--key", name)
         time.sleep(0.05)
     cli(workspace, env, "cache", "restore", "old", "--key", "old")  # now recently used
+    # The default branch's scope is protected by default: nothing goes.
+    kept = json.loads(cli(workspace, env, "cache", "prune", "--max-size", "2.5M", "--json").stdout)
+    assert kept["removed_entries"] == [] and len(store.list_entries()) == 3
     dry = json.loads(
-        cli(workspace, env, "cache", "prune", "--max-size", "2.5M", "--dry-run", "--json").stdout
-    )
+        cli(workspace, env, "cache", "prune", "--max-size", "2.5M", "--dry-run", "--json",
+            "--protect", "").stdout
+    )  # fmt: skip
     assert dry["removed_entries"] == ["branch-main/used"] and len(store.list_entries()) == 3
-    cli(workspace, env, "cache", "prune", "--max-size", "2.5M")
+    cli(workspace, env, "cache", "prune", "--max-size", "2.5M", "--protect", "")
     assert sorted(e.key for e in store.list_entries()) == ["new", "old"]
     total = sum(b.size for b in store.list_blobs())
     assert total <= 2.5 * 1024 * 1024
@@ -212,3 +216,25 @@ def test_bad_input_is_one_line_and_exit_2(args, message, job, capsys, monkeypatc
     assert main(args, env=env) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_prune_keeps_the_last_n_of_each_family_outside_protected_scopes(job):
+    workspace, env = job
+    store = LocalStore(Path(env["CI_INTEGRATION_CACHE_DIR"]))
+    feature = {**env, "BRANCH_NAME": "feature", "BRANCH_IS_PRIMARY": ""}
+    for job_env in (env, feature):
+        for version in range(3):
+            fill(workspace / "deps", files=2, size=1000)
+            cli(workspace, job_env, "cache", "save", "deps", "--key", f"deps-{version}")
+            cli(workspace, job_env, "cache", "save", "deps", "--key", f"tools-{version}")
+            time.sleep(0.02)
+    result = json.loads(cli(workspace, env, "cache", "prune", "--keep-last", "1",
+                            "--json").stdout)  # fmt: skip
+    feature_scope = next(e.scope for e in store.list_entries() if e.scope != "branch-main")
+    assert sorted(result["removed_entries"]) == sorted(
+        f"{feature_scope}/{name}-{n}" for name in ("deps", "tools") for n in (0, 1)
+    )
+    assert sorted(e.key for e in store.list_entries(feature_scope)) == ["deps-2", "tools-2"]
+    assert len(store.list_entries("branch-main")) == 6
+    bad = cli(workspace, env, "cache", "prune", "--keep-last", "0", check=False)
+    assert bad.returncode == 2 and "of 1 or more" in bad.stderr

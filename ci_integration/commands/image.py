@@ -1,0 +1,120 @@
+"""``ci-integration image save|load``: hand images from one job to the next through
+the store, with no registry. Layers are shared with everything else in the store,
+and a load moves only the layers the engine lacks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from ci_integration import context, keys, report
+from ci_integration.errors import CacheError, UsageError
+from ci_integration.images.engine import Engine
+from ci_integration.images.layers import KIND, StoredImage, load_images, save_image
+from ci_integration.report import human_bytes
+from ci_integration.store import open_store
+from ci_integration.store.scoped import ScopedStore
+
+log = logging.getLogger(__name__)
+
+
+def entry_key(ref: str, key: str | None) -> str:
+    """``image:REF`` (what ``build`` looks for when a base image is missing), or
+    ``KEY/REF`` when the job names its own key."""
+    return f"{key}/{ref}" if key else f"image:{ref}"
+
+
+def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    job = context.detect(env, Path.cwd())
+    if job.read_only or args.read_only:
+        log.info("not saving %s: this job is read-only", ", ".join(args.images))
+        return 0
+    key = _render(args.key, job)
+    store = ScopedStore(open_store(args.store, env), job.scope_chain)
+    engine = Engine(env)
+    results = []
+    try:
+        with store.store.lock(exclusive=False):
+            known: list[StoredImage] = []
+            for ref in args.images:
+                if engine.image(ref) is None:
+                    raise UsageError(f"no image {ref} on the engine: build or pull it first")
+                transfer = save_image(engine, store, ref, entry_key(ref, key), known)
+                if transfer.stored is not None:
+                    known.append(transfer.stored)
+                log.info("saved %s to %s: %d of %d layers new, %s uploaded in %.1f s", ref,
+                         store.write_scope, transfer.moved_layers, transfer.layers,
+                         human_bytes(transfer.moved_bytes), transfer.seconds)  # fmt: skip
+                results.append({"image": ref, "key": entry_key(ref, key), "id": transfer.image_id,
+                                "layers": transfer.layers, "new_layers": transfer.moved_layers,
+                                "uploaded_bytes": transfer.moved_bytes})  # fmt: skip
+    except (CacheError, OSError) as exc:
+        if args.strict:
+            raise CacheError(str(exc)) from exc
+        log.warning("images not saved: %s", exc)
+    finally:
+        engine.close()
+    report.emit({"images": results}, as_json=args.json, github_output=False, env=env)
+    return 0
+
+
+def load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    job = context.detect(env, Path.cwd())
+    key = _render(args.key, job)
+    prefixes = [_render(prefix, job) for prefix in args.restore_keys]
+    store = ScopedStore(open_store(args.store, env), job.scope_chain)
+    engine = Engine(env)
+    results = []
+    try:
+        with store.store.lock(exclusive=False):
+            wanted = []
+            for ref in args.images:
+                stored = _find(store, ref, key, prefixes)
+                if stored is None:
+                    results.append({"image": ref, "hit": "miss"})
+                    continue
+                wanted.append((stored, [ref]))
+                results.append({"image": ref, "hit": "exact" if stored.manifest.key ==
+                                entry_key(ref, key) else "partial", "key": stored.manifest.key,
+                                "scope": stored.manifest.scope})  # fmt: skip
+            transfers = load_images(engine, store, wanted, engine.present_chain_ids())
+        for result, transfer in zip([r for r in results if r["hit"] != "miss"], transfers,
+                                    strict=True):  # fmt: skip
+            result.update(layers=transfer.layers, loaded_layers=transfer.moved_layers,
+                          loaded_bytes=transfer.moved_bytes)  # fmt: skip
+            log.info("loaded %s from %s: %d of %d layers moved (%s)", result["image"],
+                     result["scope"], transfer.moved_layers, transfer.layers,
+                     human_bytes(transfer.moved_bytes))  # fmt: skip
+    except (CacheError, OSError) as exc:
+        if args.strict:
+            raise CacheError(str(exc)) from exc
+        log.warning("images not loaded: %s", exc)
+    finally:
+        engine.close()
+    misses = [r["image"] for r in results if r["hit"] == "miss"]
+    if misses:
+        log.info("not in the store: %s", ", ".join(misses))
+    report.emit({"images": results}, as_json=args.json, github_output=False, env=env)
+    if misses and args.fail_on_miss:
+        raise CacheError(f"not in the store: {', '.join(misses)} (--fail-on-miss)")
+    return 0
+
+
+def _find(store: ScopedStore, ref: str, key: str | None, prefixes: list[str]) -> StoredImage | None:
+    match = store.find(
+        entry_key(ref, key), prefixes, kind=KIND,
+        accept=lambda manifest: manifest.metadata.get("ref") == ref,
+    )  # fmt: skip
+    if match is None:
+        return None
+    store.mark_used(match.manifest)
+    return StoredImage.of(match.manifest)
+
+
+def _render(template: str | None, job: context.CIContext) -> str | None:
+    if template is None:
+        return None
+    values = keys.placeholder_values(job.branch, job.scope)
+    return keys.render(template, values=values, cwd=Path.cwd())
