@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ci_integration import context, report
+from ci_integration.commands import options
 from ci_integration.errors import UsageError
 from ci_integration.images.build import BuildFailed, BuildOptions, BuildReport, build
 from ci_integration.images.builders import pick_builder
@@ -26,6 +27,69 @@ from ci_integration.store.scoped import ScopedStore
 log = logging.getLogger(__name__)
 
 DOCKER_ENV = "CI_INTEGRATION_DOCKER"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("context", nargs="?", default=".", help="the build context (default: .)")
+    parser.add_argument("-f", "--file", metavar="DOCKERFILE", help="default: CONTEXT/Dockerfile")
+    parser.add_argument("-t", "--tag", required=True, metavar="IMAGE", help="the image to build")
+    parser.add_argument("--target", metavar="STAGE", help="the stage to build (default: the last)")
+    parser.add_argument(
+        "--build-arg",
+        dest="build_args",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a build argument (repeatable)",
+    )
+    parser.add_argument(
+        "--export",
+        dest="exports",
+        action="append",
+        default=[],
+        metavar="STAGE:/PATH=DIR",
+        help="copy a path of a built stage to DIR",
+    )
+    parser.add_argument(
+        "--registry",
+        metavar="HOST/REPO",
+        help="cache stage images in this registry instead of the store",
+    )
+    parser.add_argument(
+        "--docker",
+        metavar="PATH",
+        help="the docker client to use (default: $CI_INTEGRATION_DOCKER, docker)",
+    )
+    parser.add_argument(
+        "--builder",
+        default="auto",
+        choices=["auto", "buildx", "buildkit", "legacy"],
+        help="how to build (default: the best the client can do)",
+    )
+    parser.add_argument(
+        "--no-mount-cache",
+        dest="mount_cache",
+        action="store_false",
+        help="do not carry RUN --mount=type=cache folders across jobs",
+    )
+    parser.add_argument(
+        "--mount-cache-exclude",
+        dest="mount_exclude",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="leave this cache mount out (repeatable)",
+    )
+    parser.add_argument(
+        "--mount-helper-image",
+        metavar="IMAGE",
+        help="image with a shell to copy cache mounts in and out"
+        " (default: the base image of the stage that uses the mount)",
+    )
+    parser.add_argument("--read-only", action="store_true", help="restore the cache, never save")
+    options.add_store_options(parser)
+    options.add_output_options(parser)
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:

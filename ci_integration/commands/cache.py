@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ci_integration import context, dircache, keys, report
+from ci_integration.commands import options
 from ci_integration.errors import CacheError
 from ci_integration.report import human_bytes
 from ci_integration.store import open_store
@@ -28,6 +29,62 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    save_parser = actions.add_parser("save", help="save folders under a key, in this job's scope")
+    restore_parser = actions.add_parser("restore", help="restore folders: exact key, else a prefix")
+    for sub in (save_parser, restore_parser):
+        sub.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
+        sub.add_argument("--key", required=True, help=options.KEY_HELP)
+        options.add_restore_keys(sub)
+        options.add_store_options(sub)
+        options.add_output_options(sub)
+    options.add_read_only(save_parser, "say so and exit 0")
+    restore_parser.add_argument(
+        "--fail-on-miss", action="store_true", help="exit 3 when nothing matches"
+    )
+    save_parser.set_defaults(handler=save)
+    restore_parser.set_defaults(handler=restore)
+
+    listing = actions.add_parser("list", help="list the entries of a store")
+    listing.add_argument("--scope", help="only this scope")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    options.add_store_options(listing, strict=False)
+    listing.set_defaults(handler=list_entries)
+
+    pruning = actions.add_parser("prune", help="evict entries by age and size, drop unused blobs")
+    pruning.add_argument(
+        "--max-size",
+        type=parse_size,
+        metavar="SIZE",
+        help="keep the store under SIZE (500M, 10G), least recently used first",
+    )
+    pruning.add_argument(
+        "--max-age",
+        type=parse_duration,
+        metavar="AGE",
+        help="remove entries unused for AGE (12h, 7d)",
+    )
+    pruning.add_argument(
+        "--keep-last",
+        type=options.positive_int,
+        metavar="N",
+        help="keep the N newest entries of each key family in each scope",
+    )
+    pruning.add_argument(
+        "--protect",
+        action="append",
+        default=[],
+        metavar="SCOPE",
+        help="never remove this scope's entries (repeatable; default: the"
+        " default branch's scope; --protect '' protects none)",
+    )
+    pruning.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    options.add_store_options(pruning, strict=False)
+    options.add_output_options(pruning)
+    pruning.set_defaults(handler=prune_store)  # fmt: skip
 
 
 def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -13,6 +13,14 @@ from ci_integration.context import OVERRIDE_PREFIX
 DERIVED = frozenset({"scope_chain", "read_only"})
 
 
+def configure(parser: argparse.ArgumentParser) -> None:
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print JSON")
+    formats.add_argument("--shell", action="store_true", help="print export lines for eval")
+    parser.add_argument("--github-output", action="store_true", help="also write $GITHUB_OUTPUT")
+    parser.set_defaults(handler=run)
+
+
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     detected = context.detect(env, Path.cwd())
     values = detected.as_dict()

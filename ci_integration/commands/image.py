@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ci_integration import context, keys, report
+from ci_integration.commands import options
 from ci_integration.errors import CacheError, UsageError
 from ci_integration.images.engine import Engine
 from ci_integration.images.layers import KIND, StoredImage, load_images, save_image
@@ -18,6 +19,24 @@ from ci_integration.store import open_store
 from ci_integration.store.scoped import ScopedStore
 
 log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    save_parser = actions.add_parser("save", help="save images (layers shared, once each)")
+    load_parser = actions.add_parser("load", help="load images, moving only missing layers")
+    for sub in (save_parser, load_parser):
+        sub.add_argument("images", nargs="+", metavar="IMAGE")
+        sub.add_argument("--key", help="entry key (KEY/IMAGE; default: image:IMAGE)")
+        options.add_store_options(sub)
+        options.add_output_options(sub, github=False)
+    options.add_read_only(save_parser, "do nothing")
+    options.add_restore_keys(load_parser)
+    load_parser.add_argument(
+        "--fail-on-miss", action="store_true", help="exit 3 when an image is not in the store"
+    )
+    save_parser.set_defaults(handler=save)
+    load_parser.set_defaults(handler=load)
 
 
 def entry_key(ref: str, key: str | None) -> str:
