@@ -72,7 +72,12 @@ class CommandError(CIIntegrationError):
 
 class BuildStatusUnavailable(Exception):
     """A CI could not say whether a build still runs. Never fatal, so not a
-    CIIntegrationError: the janitor warns and judges the container by its age."""
+    CIIntegrationError: the janitor warns and judges the container by its age.
+    ``unreachable``: the server did not answer at all, so it is asked no more."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        self.unreachable = unreachable
+        super().__init__(message)
 
 
 class Interrupted(CIIntegrationError):

@@ -50,10 +50,14 @@ def exit_code(response: requests.Response) -> int:
     """Blocks until the container has exited (and, if so asked, been removed)."""
     with _engine_errors("waiting for the container"):
         answer = response.json()
-    error = (answer.get("Error") or {}).get("Message")
+    try:
+        error = (answer.get("Error") or {}).get("Message")
+        code = int(answer["StatusCode"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise EngineError(f"the engine's answer to a wait was not understood: {answer!r}") from None
     if error:
         log.debug("the engine's wait reported: %s", error)
-    return int(answer["StatusCode"])
+    return code
 
 
 def start(api: docker.APIClient, name: str) -> None:
@@ -63,11 +67,13 @@ def start(api: docker.APIClient, name: str) -> None:
         reason = _reason(exc)
         lowered = reason.lower()
         if "exec" in lowered and any(marker in lowered for marker in _NOT_FOUND_MARKERS):
-            raise ContainerStartError(f"command not found in the container: {reason}",
-                                      not_found=True) from None  # fmt: skip
+            raise ContainerStartError(
+                f"command not found in the container: {reason}", not_found=True
+            ) from None
         if "permission denied" in lowered:
-            raise ContainerStartError(f"the command cannot be run: {reason}",
-                                      not_found=False) from None  # fmt: skip
+            raise ContainerStartError(
+                f"the command cannot be run: {reason}", not_found=False
+            ) from None
         raise EngineError(f"starting {name} failed: {reason}") from None
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise EngineError(f"starting {name} failed: {_reason(exc)}") from None

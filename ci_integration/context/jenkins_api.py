@@ -30,14 +30,22 @@ class JenkinsBuilds:
 
     def build_is_running(self, job_name: str, number: str) -> bool:
         if not job_name or not number.isdigit():
-            raise BuildStatusUnavailable(f"no job name and build number to ask about ({job_name!r})")
+            raise BuildStatusUnavailable(
+                f"no job name and build number to ask about ({job_name!r})"
+            )
         try:
             info = self.server.get_build_info(job_name, int(number))
         except (jenkins.JenkinsException, requests.RequestException) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise BuildStatusUnavailable(f"Jenkins at {self.url}: {reason}") from None
+            unreachable = isinstance(
+                exc, (requests.ConnectionError, requests.Timeout, jenkins.TimeoutException)
+            )
+            raise BuildStatusUnavailable(
+                f"Jenkins at {self.url}: {reason}", unreachable=unreachable
+            ) from None
         building = info.get("building") if isinstance(info, dict) else None
         if not isinstance(building, bool):
-            raise BuildStatusUnavailable(f"Jenkins at {self.url} gave no 'building' for "
-                                         f"{job_name} #{number}")  # fmt: skip
+            raise BuildStatusUnavailable(
+                f"Jenkins at {self.url} gave no 'building' for {job_name} #{number}"
+            )
         return building
