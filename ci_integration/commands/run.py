@@ -13,9 +13,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ci_integration import context
+from ci_integration import context, keys
+from ci_integration.commands import options
 from ci_integration.containers import api as engine_api
 from ci_integration.containers import run as container_run
+from ci_integration.containers.ccache_mount import DEFAULT_MAX_SIZE, CcacheFolder
 from ci_integration.containers.killer_env import container_env
 from ci_integration.containers.labels import container_labels
 from ci_integration.containers.owner import Owner
@@ -23,6 +25,8 @@ from ci_integration.containers.signals import StopRequests
 from ci_integration.containers.spec import ContainerSpec, unique_name, volume
 from ci_integration.errors import UsageError
 from ci_integration.images.engine import Engine
+from ci_integration.store import open_store
+from ci_integration.store.scoped import ScopedStore
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +97,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="no docker-init as process 1 (for engines without it)",
     )
+    parser.add_argument(
+        "--ccache",
+        metavar="DIR",
+        help="a ccache folder kept in the store across jobs; CCACHE_DIR points at it",
+    )
+    parser.add_argument(
+        "--ccache-key",
+        default="ccache-{os}",
+        metavar="KEY",
+        help="the store key of --ccache (default: ccache-{os}); may use the cache placeholders",
+    )
+    options.add_store_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     spec = container_spec(args, env, Path.cwd(), uid=os.getuid(), gid=os.getgid())
+    ccache = _ccache_folder(args, env) if args.ccache else None
+    if ccache is not None:
+        ccache.restore()
+        spec = with_ccache(spec, ccache.folder, args.env)
+    try:
+        return _run_container(args, env, spec)
+    finally:
+        if ccache is not None:
+            ccache.finish()
+
+
+def _run_container(args: argparse.Namespace, env: Mapping[str, str], spec: ContainerSpec) -> int:
     with StopRequests() as stops:
         with stops.interruptible():
             engine = Engine(env)
@@ -118,6 +146,27 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             )
         finally:
             engine.close()
+
+
+def with_ccache(spec: ContainerSpec, folder: Path, requested: list[str]) -> ContainerSpec:
+    """The folder mounted at its own path, CCACHE_DIR pointing at it, and a size cap
+    unless the job set its own."""
+    ccache_env = {"CCACHE_DIR": str(folder)}
+    if not any(item.partition("=")[0] == "CCACHE_MAXSIZE" for item in requested):
+        ccache_env["CCACHE_MAXSIZE"] = DEFAULT_MAX_SIZE
+    volumes = list(spec.volumes)
+    if not folder.is_relative_to(spec.workspace):
+        volumes.append(volume(f"{folder}:{folder}"))
+    return dataclasses.replace(spec, env={**spec.env, **ccache_env}, volumes=volumes)
+
+
+def _ccache_folder(args: argparse.Namespace, env: Mapping[str, str]) -> CcacheFolder:
+    job = context.detect(env, Path.cwd())
+    key = keys.render(args.ccache_key, values=keys.placeholder_values(job.branch, job.scope),
+                      cwd=Path.cwd())  # fmt: skip
+    store = ScopedStore(open_store(args.store, env), job.scope_chain)
+    return CcacheFolder((Path.cwd() / args.ccache).resolve(), key, store, strict=args.strict,
+                        read_only=job.read_only)  # fmt: skip
 
 
 def container_spec(
