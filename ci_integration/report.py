@@ -31,11 +31,10 @@ _USERINFO = re.compile(r"(\w+://)[^/\s:@]+:[^/\s@]+@")
 MASK = "***"
 
 
-class Redactor(logging.Filter):
-    """Masks secret values and signed URL parts in log records."""
+class Redactor:
+    """Masks secret values and signed URL parts in what the tool prints."""
 
     def __init__(self, secrets: set[str]) -> None:
-        super().__init__()
         # Longest first, so a secret that contains another is masked whole.
         self.secrets = sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True)
 
@@ -45,38 +44,36 @@ class Redactor(logging.Filter):
         text = _SIGNED_QUERY.sub(rf"\1{MASK}", text)
         return _USERINFO.sub(rf"\1{MASK}@", text)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redact(record.getMessage())
-        record.args = ()
-        return True
-
 
 def secrets_in(env: Mapping[str, str]) -> set[str]:
     return {value for name, value in env.items() if _SECRET_NAME.search(name) and value}
 
 
 class _Formatter(logging.Formatter):
-    def __init__(self, github: bool) -> None:
+    def __init__(self, github: bool, redactor: Redactor) -> None:
         super().__init__()
         self.github = github
+        self.redactor = redactor
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
         if record.levelno >= logging.ERROR:
-            return f"::error::{message}" if self.github else f"ci-integration: error: {message}"
-        if record.levelno >= logging.WARNING:
-            return f"::warning::{message}" if self.github else f"ci-integration: warning: {message}"
-        return message
+            line = f"::error::{message}" if self.github else f"ci-integration: error: {message}"
+        elif record.levelno >= logging.WARNING:
+            line = f"::warning::{message}" if self.github else f"ci-integration: warning: {message}"
+        else:
+            line = message
+        # The whole line, traceback included: a secret may hide in any part of it.
+        return self.redactor.redact(line)
 
 
 def configure(env: Mapping[str, str], *, verbose: bool = False) -> Redactor:
     """Send the tool's log to stderr, masked; GitHub gets annotations for warnings."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(github=env.get("GITHUB_ACTIONS") == "true"))
     redactor = Redactor(secrets_in(env))
-    handler.addFilter(redactor)
+    handler.setFormatter(_Formatter(env.get("GITHUB_ACTIONS") == "true", redactor))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False

@@ -88,6 +88,7 @@ class Packer:
         self.stored_sizes: dict[str, int] = {}
         self._piece_index: dict[str, int] = {}
         self._pack_index: dict[str, int] = {}
+        self._alive: dict[str, bool] = {}
         workers = workers or os.cpu_count() or 1
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "ci-integration-pack")
         # Packs handed to workers and not yet done; each holds one buffer.
@@ -127,7 +128,7 @@ class Packer:
         if index is not None:
             return index, count
         known = self.known.get(piece_id)
-        if known is not None:
+        if known is not None and self._still_stored(known.pack_digest):
             piece = self._reference(piece_id, known)
             self.stats.reused_bytes += count
         else:
@@ -156,6 +157,15 @@ class Packer:
             if uploaded:
                 self.stats.uploaded_blobs += 1
                 self.stats.uploaded_bytes += compressed_size
+
+    def _still_stored(self, pack_digest: str) -> bool:
+        """Whether an earlier entry's pack is still there (asked once a pack), which
+        also renews its age against a prune. A lost pack's pieces are stored anew,
+        so a save repairs an entry that lost a blob."""
+        alive = self._alive.get(pack_digest)
+        if alive is None:
+            alive = self._alive[pack_digest] = self.store.store.has_blob(pack_digest)
+        return alive
 
     def _reference(self, piece_id: str, known: KnownPiece) -> Piece:
         pack = self._pack_index.get(known.pack_digest)

@@ -1,0 +1,50 @@
+"""What the tool prints: secrets masked everywhere, GitHub's output format."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ci_integration.report import Redactor, write_github_output
+
+SECRET = "s3cr3t-v4lue-0123456789"
+
+
+def test_secrets_are_masked_in_errors_and_tracebacks(tmp_path, base_env):
+    blocker = tmp_path / SECRET
+    blocker.write_text("a file where the store's folder should be")
+    (tmp_path / "data").mkdir()
+    env = {**base_env, "DEPLOY_TOKEN": SECRET, "CI_INTEGRATION_PROVIDER": "local"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ci_integration", "--debug", "cache", "save", "data", "--key",
+         "k", "--strict", "--store", str(blocker / "store")],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert "Traceback" in result.stderr and "***" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_signed_urls_and_userinfo_are_masked():
+    redactor = Redactor(set())
+    text = redactor.redact(
+        "GET https://acct.blob.core.windows.net/c/b?sv=2024&se=2026&sig=abcDEF%2B== failed; "
+        "https://user:pa55word@registry.example.com/v2/ and "
+        "https://s3.example.com/b/k?X-Amz-Credential=AKIA/x&X-Amz-Signature=deadbeef"
+    )
+    for secret in ("abcDEF", "pa55word", "deadbeef", "AKIA/x", "se=2026"):
+        assert secret not in text
+
+
+def test_short_values_are_not_masked_everywhere():
+    # A 3-character "secret" would mask every "yes" in the log.
+    assert Redactor({"yes", "a-long-secret"}).redact("yes a-long-secret") == "yes ***"
+
+
+def test_github_output_heredoc_for_multiline_values(tmp_path):
+    path = tmp_path / "out"
+    write_github_output(path, {"one": "1", "many": "a\nb"})
+    lines = path.read_text().splitlines()
+    assert lines[0] == "one=1"
+    assert lines[1].startswith("many<<ghadelimiter_") and lines[4] == lines[1].split("<<")[1]
+    assert lines[2:4] == ["a", "b"]
