@@ -15,6 +15,8 @@ SECTIONS: dict[str, str] = {
     "cache": "bench.cache_directory",
     "build": "bench.build_cache",
     "mounts": "bench.mount_cache",
+    "backends": "bench.backends",
+    "run": "bench.run_signals",
 }
 PENDING = {
     "cache": "directory save/restore vs tar|zstd (issue 3)",
