@@ -14,6 +14,7 @@ from pathlib import Path
 from ci_integration import context, report
 from ci_integration.commands import options
 from ci_integration.errors import UsageError
+from ci_integration.images import dockerfile as dockerfiles
 from ci_integration.images.build import BuildFailed, BuildOptions, BuildReport, build
 from ci_integration.images.builders import pick_builder
 from ci_integration.images.engine import Engine, split_reference
@@ -113,6 +114,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         mount_exclude=args.mount_exclude,
         mount_helper_image=args.mount_helper_image,
     )
+    # Bad input fails here, before the engine is asked anything.
+    dockerfiles.load(options.dockerfile, options.build_args).stages_for(options.target)
     engine = Engine(env)
     try:
         builder = pick_builder(args.builder, args.docker or env.get(DOCKER_ENV) or "docker", env,
