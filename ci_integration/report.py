@@ -69,10 +69,20 @@ class _Formatter(logging.Formatter):
         return self.redactor.redact(line)
 
 
+_redactor = Redactor(set())
+
+
+def redact(text: str) -> str:
+    """``text`` with the secrets of the job's environment masked (see ``configure``)."""
+    return _redactor.redact(text)
+
+
 def configure(env: Mapping[str, str], *, verbose: bool = False) -> Redactor:
-    """Send the tool's log to stderr, masked; GitHub gets annotations for warnings."""
+    """Send the tool's log to stderr, masked; GitHub gets annotations for warnings.
+    Everything else the tool prints or writes goes through ``redact`` too."""
+    global _redactor
     handler = logging.StreamHandler(sys.stderr)
-    redactor = Redactor(secrets_in(env))
+    redactor = _redactor = Redactor(secrets_in(env))
     handler.setFormatter(_Formatter(env.get("GITHUB_ACTIONS") == "true", redactor))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -102,12 +112,12 @@ def write_github_output(path: str | Path, values: Mapping[str, str]) -> None:
         else:
             lines.append(f"{name}={value}\n")
     with open(path, "a", encoding="utf-8") as stream:
-        stream.writelines(lines)
+        stream.writelines(redact(line) for line in lines)
 
 
 def append_step_summary(path: str | Path, markdown: str) -> None:
     with open(path, "a", encoding="utf-8") as stream:
-        stream.write(markdown.rstrip("\n") + "\n")
+        stream.write(redact(markdown.rstrip("\n")) + "\n")
 
 
 def human_bytes(count: float) -> str:
@@ -123,11 +133,11 @@ def emit(
 ) -> None:
     """A command's result: text or JSON on stdout, and the runner's outputs file if asked."""
     if as_json:
-        print(json.dumps(values, indent=2, sort_keys=True))
+        print(redact(json.dumps(values, indent=2, sort_keys=True)))
     else:
         width = max((len(name) for name in values), default=0)
         for name, value in values.items():
-            print(f"{name + ':':<{width + 1}} {as_text(value)}")
+            print(redact(f"{name + ':':<{width + 1}} {as_text(value)}"))
     if github_output:
         path = env.get("GITHUB_OUTPUT")
         if not path:

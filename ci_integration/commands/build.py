@@ -130,7 +130,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                  " > ".join(job.scope_chain))  # fmt: skip
 
         def show(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
+            # Through the log, so that a secret a build step prints is masked too.
+            log.info("%s", line)
 
         try:
             result = build(options, engine, builder, cache, show)
@@ -190,7 +191,7 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
         ]
         for stage in result.stages
     ]
-    print(report.text_table(header, rows), file=sys.stderr)
+    print(report.redact(report.text_table(header, rows)), file=sys.stderr)
     mount_header = ["cache mount", "cache", "from", "ccache", "saved", "uploaded"]
     mount_rows = [
         [
@@ -204,7 +205,7 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
         for mount in result.mounts
     ]
     if mount_rows:
-        print(report.text_table(mount_header, mount_rows), file=sys.stderr)
+        print(report.redact(report.text_table(mount_header, mount_rows)), file=sys.stderr)
     if env.get("GITHUB_STEP_SUMMARY"):
         summary = f"### ci-integration build `{result.image}` ({result.builder})\n\n"
         summary += report.markdown_table(header, rows)
@@ -213,7 +214,7 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
         report.append_step_summary(env["GITHUB_STEP_SUMMARY"], summary)
     document = dataclasses.asdict(result)
     if args.json:
-        print(json.dumps(document, indent=2))
+        print(report.redact(json.dumps(document, indent=2)))
     if args.github_output:
         path = env.get("GITHUB_OUTPUT")
         if not path:
