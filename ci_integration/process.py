@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -90,3 +91,14 @@ def stream(
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (ours to signal or not)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import glob
 import os
 import shutil
 import stat
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from ci_integration.archive.tree import DIRECTORY, FILE, SYMLINK, Record, Tree
 from ci_integration.errors import CacheError, UnsafeArchiveError
+from ci_integration.process import pid_alive
 
 # Restored files get their saved permissions, but never setuid or setgid.
 MODE_MASK = 0o1777
@@ -41,7 +43,8 @@ def extract(
     try:
         for index, target in enumerate(targets):
             target.parent.mkdir(parents=True, exist_ok=True)
-            temps[index] = target.parent / f".{target.name}.ci-integration-{os.urandom(4).hex()}"
+            _remove_leftovers(target)
+            temps[index] = _temp_name(target, "new")
         by_root = [[r for r in tree.records if r.root == i] for i in range(len(targets))]
         for index, records in enumerate(by_root):
             _create_folders(temps[index], records)
@@ -147,7 +150,7 @@ def _finish_root(temp: Path | None, records: list[Record]) -> None:
 def _swap_in(temp: Path, target: Path) -> None:
     old = None
     if os.path.lexists(target):
-        old = target.parent / f".{target.name}.ci-integration-old-{os.urandom(4).hex()}"
+        old = _temp_name(target, "old")
         os.rename(target, old)
     try:
         os.rename(temp, target)
@@ -157,6 +160,22 @@ def _swap_in(temp: Path, target: Path) -> None:
         raise
     if old is not None:
         _remove(old)
+
+
+def _temp_name(target: Path, kind: str) -> Path:
+    # The pid lets a later restore tell a leftover of a killed one from a live one.
+    return (
+        target.parent / f".{target.name}.ci-integration-{kind}-{os.getpid()}-{os.urandom(4).hex()}"
+    )
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Temp folders of restores of this target that were killed outright."""
+    prefix = f".{target.name}.ci-integration-"
+    for sibling in target.parent.glob(glob.escape(prefix) + "*"):
+        parts = sibling.name[len(prefix) :].split("-")
+        if len(parts) == 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
+            _remove(sibling)
 
 
 def _remove(path: Path) -> None:

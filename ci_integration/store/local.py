@@ -14,7 +14,6 @@ any moment leaves at most a temp file, which ``sweep`` removes later.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import socket
@@ -23,6 +22,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+from ci_integration.process import pid_alive
 from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo
 
 # A temp file this old belongs to a writer that is gone, wherever it ran.
@@ -137,7 +137,7 @@ class LocalStore:
             pid = rest.split(".", 1)[0]
             with contextlib.suppress(FileNotFoundError, ValueError):
                 stale = now - item.stat().st_mtime > STALE_TEMP_SECONDS
-                writer_gone = host == _HOST and not _pid_alive(int(pid))
+                writer_gone = host == _HOST and not pid_alive(int(pid))
                 if stale or writer_gone:
                     os.unlink(item.path)
                     removed += 1
@@ -175,11 +175,3 @@ def _scandir(path: str | Path) -> list[os.DirEntry[str]]:
         return list(os.scandir(path))
     except FileNotFoundError:
         return []
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
