@@ -78,3 +78,21 @@ def test_prune_during_eight_jobs(backend, tmp_path, base_env):
                         "--key", entry.key, "--strict", "--fail-on-miss", "--store",
                         backend.url], cwd=tmp_path / "w0-0", env=env, check=True,
                        capture_output=True)  # fmt: skip
+
+
+def test_sixteen_jobs_at_once(backend, tmp_path, base_env):
+    """Load: 16 jobs saving and restoring at the same time, no prune: every restore
+    is exact, and no job sees an error."""
+    env = {**base_env, **backend.env, "CI_INTEGRATION_PROVIDER": "local",
+           "CI_INTEGRATION_BRANCH": "feature"}  # fmt: skip
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(n), "1", backend.url], cwd=tmp_path,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(16)
+    ]  # fmt: skip
+    hits = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+        hits += out.split()
+    assert hits == ["exact"] * 16
