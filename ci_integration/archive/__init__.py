@@ -1,0 +1,1 @@
+"""Folders as content-addressed packs: walk, pack, read back and extract safely."""
