@@ -61,7 +61,7 @@ def wipe(client: docker.DockerClient) -> None:
         for image in images:
             with contextlib.suppress(docker.errors.APIError):
                 client.images.remove(image.id, force=True)
-    client.api.prune_builds()
+    client.api.prune_builds(all=True)
 
 
 def sh(command: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[float, str]:

@@ -85,7 +85,7 @@ def wipe(client) -> None:
         for image in images:
             with contextlib.suppress(docker.errors.APIError):
                 client.images.remove(image.id, force=True)
-    client.api.prune_builds()
+    client.api.prune_builds(all=True)
     assert client.images.list(all=True) == []
 
 
@@ -245,7 +245,7 @@ def test_registry_mode(builder, project, tmp_path, base_env, docker_client, caps
         if any(tag.startswith(IMAGE.split(":")[0]) or tag.startswith("127.0.0.1")
                for tag in image.tags):  # fmt: skip
             docker_client.images.remove(image.id, force=True)
-    docker_client.api.prune_builds()
+    docker_client.api.prune_builds(all=True)
     second = run_build(project, env, builder, "--registry", registry, capsys=capsys)
     assert [s["restored"] for s in second["stages"]] == ["pulled"] * 3
     assert all_cached(second)
