@@ -163,9 +163,10 @@ class LegacyBuilder:
             raise EngineError(f"building {request.target} failed: {exc}") from None
         if steps:
             steps[-1].seconds = time.monotonic() - started
-        if request.labels and steps and steps[-1].instruction.startswith("LABEL "):
-            # The engine applies --label as one more step of its own: not the user's.
-            steps.pop()
+        # The engine applies each --label as one more step of its own: not the user's.
+        for _ in request.labels:
+            if steps and steps[-1].instruction.startswith("LABEL "):
+                steps.pop()
         for tag in request.tags[1:]:
             if image_id and not error:
                 self.engine.tag(image_id, tag)
