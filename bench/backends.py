@@ -1,7 +1,10 @@
 """Store backends side by side: ``cache save`` and ``cache restore`` of the same
 ~500 MB folder through each backend, as a ratio to the local folder store.
 Informational: S3 here is moto's server on 127.0.0.1, a Python process, so the
-figure says what the backend's code costs, not what a real service delivers.
+figure says what the backend's code costs, not what a real service delivers; OCI is
+Debian's docker-registry on 127.0.0.1, storing on this machine's disk; gha-v2 is the
+GitHub cache service's v2 protocol against the tests' loopback twirp service, its
+bytes in azurite (npm, ./dev setup) on this machine's disk.
 
     python -m bench backends        (BENCH_BACKENDS_MB=100 for a quicker run)
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,7 +78,63 @@ def s3_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, str]]]
         server.stop()
 
 
-BACKENDS = {"local": local_store, "s3": s3_store}
+@contextlib.contextmanager
+def oci_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, str]]]]:
+    """docker-registry on a free port of 127.0.0.1; each run a fresh repository."""
+    folder = scratch / "registry"
+    folder.mkdir()
+    (folder / "registry.yml").write_text(
+        "version: 0.1\nlog: {level: info, accesslog: {disabled: true}}\n"
+        f"storage: {{filesystem: {{rootdirectory: '{folder / 'data'}'}}, "
+        "delete: {enabled: true}}\nhttp: {addr: '127.0.0.1:0'}\n"
+    )
+    log_path = folder / "registry.log"
+    with log_path.open("wb") as log_file:
+        server = subprocess.Popen([shutil.which("docker-registry") or "/usr/bin/docker-registry",
+                                   "serve", str(folder / "registry.yml")],
+                                  stdout=log_file, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not (found := re.search(r"listening on (127\.0\.0\.1:\d+)", log_path.read_text())):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"docker-registry did not start: {log_path.read_text()}")
+            time.sleep(0.05)
+        yield lambda: (f"oci://{found[1]}/bench/run-{uuid.uuid4().hex[:12]}", {})
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def gha_v2_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, str]]]]:
+    """azurite on disk and a loopback twirp service; each run a fresh service."""
+    from tests.store import gha_twirp_service
+
+    binary = gha_twirp_service.azurite_binary()
+    if binary is None:
+        raise RuntimeError(gha_twirp_service.INSTALL_HINT)
+    with contextlib.ExitStack() as stack:
+        account = stack.enter_context(
+            gha_twirp_service.running_azurite(binary, scratch / "azurite", in_memory=False)
+        )
+        services = contextlib.ExitStack()
+        stack.callback(services.close)
+
+        def fresh() -> tuple[str, dict[str, str]]:
+            services.close()
+            service = services.enter_context(
+                gha_twirp_service.running_twirp_service(account, f"bench-{uuid.uuid4().hex}")
+            )
+            return "gha://", gha_twirp_service.job_env(service)
+
+        yield fresh
+
+
+BACKENDS = {"local": local_store, "s3": s3_store, "oci": oci_store, "gha-v2": gha_v2_store}
 
 
 def timed_cli(args: list[str], cwd: Path, env: dict[str, str]) -> float:

@@ -41,6 +41,11 @@ class EngineError(CIIntegrationError):
     exit_code = 4
 
 
+class EngineGone(EngineError):
+    """The engine stopped answering altogether (no socket, connection lost): asking
+    it anything more is pointless until it is back."""
+
+
 class BuildError(CIIntegrationError):
     """The image build itself failed."""
 

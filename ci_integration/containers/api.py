@@ -13,6 +13,12 @@ import docker
 import docker.errors
 import requests
 
+from ci_integration.engine_errors import (
+    ENGINE_EXCEPTIONS,
+    as_engine_error,
+    engine_errors,
+    explain,
+)
 from ci_integration.errors import ContainerStartError, EngineError
 
 log = logging.getLogger(__name__)
@@ -21,14 +27,14 @@ _NOT_FOUND_MARKERS = ("executable file not found", "no such file or directory")
 
 
 def create(api: docker.APIClient, name: str, arguments: dict[str, Any]) -> str:
-    with _engine_errors(f"creating container {name}"):
+    with engine_errors(f"creating container {name}"):
         return api.create_container(name=name, **arguments)["Id"]
 
 
 def attach_output(api: docker.APIClient, name: str) -> Iterator[tuple[bytes | None, bytes | None]]:
     """The container's (stdout, stderr) chunks as they come; attached before the start,
     so no output is lost however fast the command is."""
-    with _engine_errors(f"attaching to {name}"):
+    with engine_errors(f"attaching to {name}"):
         return api.attach(name, stdout=True, stderr=True, stream=True, demux=True)
 
 
@@ -39,7 +45,7 @@ def begin_wait(api: docker.APIClient, name: str, condition: str) -> requests.Res
     before the start; the engine sends the headers as soon as the wait is registered,
     which a streamed request returns on. ``removed`` also outlives an auto-removal.
     """
-    with _engine_errors(f"waiting for {name}"):
+    with engine_errors(f"waiting for {name}"):
         url = api._url("/containers/{0}/wait", name)
         response = api._post(url, params={"condition": condition}, stream=True, timeout=None)
         api._raise_for_status(response)
@@ -48,7 +54,7 @@ def begin_wait(api: docker.APIClient, name: str, condition: str) -> requests.Res
 
 def exit_code(response: requests.Response) -> int:
     """Blocks until the container has exited (and, if so asked, been removed)."""
-    with _engine_errors("waiting for the container"):
+    with engine_errors("waiting for the container"):
         answer = response.json()
     try:
         error = (answer.get("Error") or {}).get("Message")
@@ -64,7 +70,7 @@ def start(api: docker.APIClient, name: str) -> None:
     try:
         api.start(name)
     except docker.errors.APIError as exc:
-        reason = _reason(exc)
+        reason = explain(exc)
         lowered = reason.lower()
         if "exec" in lowered and any(marker in lowered for marker in _NOT_FOUND_MARKERS):
             raise ContainerStartError(
@@ -75,24 +81,24 @@ def start(api: docker.APIClient, name: str) -> None:
                 f"the command cannot be run: {reason}", not_found=False
             ) from None
         raise EngineError(f"starting {name} failed: {reason}") from None
-    except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise EngineError(f"starting {name} failed: {_reason(exc)}") from None
+    except ENGINE_EXCEPTIONS as exc:
+        raise as_engine_error(f"starting {name}", exc) from None
 
 
 def stop(api: docker.APIClient, name: str, grace: int) -> None:
     """The image's stop signal (SIGTERM unless it says otherwise), ``grace`` seconds to
     exit, then SIGKILL: the engine does all three."""
-    with _engine_errors(f"stopping {name}"), _gone_is_fine():
+    with engine_errors(f"stopping {name}"), _gone_is_fine():
         api.stop(name, timeout=grace)
 
 
 def kill(api: docker.APIClient, name: str) -> None:
-    with _engine_errors(f"killing {name}"), _gone_is_fine():
+    with engine_errors(f"killing {name}"), _gone_is_fine():
         api.kill(name)
 
 
 def remove(api: docker.APIClient, name: str) -> None:
-    with _engine_errors(f"removing {name}"), _gone_is_fine():
+    with engine_errors(f"removing {name}"), _gone_is_fine():
         api.remove_container(name, force=True, v=True)
 
 
@@ -108,13 +114,13 @@ def discard(api: docker.APIClient, name: str) -> None:
 
 def list_ours(api: docker.APIClient, label_filter: str) -> list[dict[str, Any]]:
     """Every container, running or not, that carries ``label_filter`` (``NAME=VALUE``)."""
-    with _engine_errors("listing containers"):
+    with engine_errors("listing containers"):
         return api.containers(all=True, filters={"label": label_filter})
 
 
 def userns_remapped(api: docker.APIClient) -> bool:
     """True when the daemon maps container uids to other host uids (--userns-remap)."""
-    with _engine_errors("asking the engine for its settings"):
+    with engine_errors("asking the engine for its settings"):
         options = api.info().get("SecurityOptions") or []
     return any("name=userns" in option for option in options)
 
@@ -129,18 +135,3 @@ def _gone_is_fine() -> Iterator[None]:
         # 409: not running (kill), removal already in progress (auto-remove).
         if exc.status_code != 409:
             raise
-
-
-@contextlib.contextmanager
-def _engine_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise EngineError(f"{action} failed: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, docker.errors.APIError) and exc.explanation:
-        return str(exc.explanation)
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -28,7 +28,7 @@ import requests
 from ci_integration.containers import api as engine_api
 from ci_integration.containers.signals import StopRequests
 from ci_integration.containers.spec import ContainerSpec, create_arguments
-from ci_integration.errors import EngineError, Interrupted
+from ci_integration.errors import EngineError, EngineGone, Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ def _started(
 
 def shut_down(api: docker.APIClient, spec: ContainerSpec, grace: int) -> None:
     """Stop with grace, kill, remove: each stage runs even if the one before failed,
-    and none raises, so the reason we are shutting down is the one reported."""
+    and none raises, so the reason we are shutting down is the one reported. An
+    engine that is gone is said once: the container is then the janitor's."""
     stages = [
         functools.partial(engine_api.stop, api, spec.name, grace),
         functools.partial(engine_api.kill, api, spec.name),
@@ -112,6 +113,13 @@ def shut_down(api: docker.APIClient, spec: ContainerSpec, grace: int) -> None:
     for stage in stages:
         try:
             stage()
+        except EngineGone:
+            log.warning(
+                "the Docker engine stopped answering: %s could not be removed;"
+                " `ci-integration cleanup` removes it once the engine is back",
+                spec.name,
+            )
+            return
         except EngineError as exc:
             log.warning("%s", exc)
 

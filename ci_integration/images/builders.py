@@ -21,7 +21,8 @@ from typing import Protocol
 import docker.errors
 
 from ci_integration import process
-from ci_integration.errors import CommandError, EngineError, UsageError
+from ci_integration.engine_errors import ENGINE_EXCEPTIONS, as_engine_error
+from ci_integration.errors import CommandError, UsageError
 from ci_integration.images.engine import Engine
 
 BUILDERS = ("buildx", "buildkit", "legacy")
@@ -159,8 +160,9 @@ class LegacyBuilder:
                         steps[-1].cached = True
         except docker.errors.APIError as exc:
             error = str(exc.explanation or exc)
-        except docker.errors.DockerException as exc:
-            raise EngineError(f"building {request.target} failed: {exc}") from None
+        except ENGINE_EXCEPTIONS as exc:
+            # The stream breaks off when the engine goes away mid-build.
+            raise as_engine_error(f"building {request.target}", exc) from None
         if steps:
             steps[-1].seconds = time.monotonic() - started
         # The engine applies each --label as one more step of its own: not the user's.

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import docker
 import docker.errors
-import requests
 
-from ci_integration.errors import EngineError
+from ci_integration.engine_errors import ENGINE_EXCEPTIONS, engine_errors, explain, lost_connection
+from ci_integration.errors import EngineError, EngineGone
 
 API_TIMEOUT = 600
 log = logging.getLogger(__name__)
@@ -53,10 +53,14 @@ class Engine:
                 **docker.utils.kwargs_from_env(environment=dict(env)), timeout=API_TIMEOUT
             )
             self.client.ping()
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+        except ENGINE_EXCEPTIONS as exc:
             host = env.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-            reason = _reason(exc)
-            raise EngineError(f"the Docker engine at {host} does not answer: {reason}") from None
+            if lost_connection(exc):
+                raise EngineGone(
+                    f"no Docker engine answers at {host}: start dockerd, or set DOCKER_HOST "
+                    "to where one listens"
+                ) from None
+            raise EngineError(f"the Docker engine at {host} failed: {explain(exc)}") from None
         self.api = self.client.api
 
     def close(self) -> None:
@@ -64,7 +68,7 @@ class Engine:
 
     def image(self, ref: str) -> ImageInfo | None:
         """The image named ``ref`` (a tag or an id), or None when the engine lacks it."""
-        with _engine_errors(f"inspecting {ref}"):
+        with engine_errors(f"inspecting {ref}"):
             try:
                 data = self.api.inspect_image(ref)
             except docker.errors.ImageNotFound:
@@ -78,7 +82,7 @@ class Engine:
     def present_chain_ids(self) -> set[str]:
         """Every layer chain the engine holds, whatever image it belongs to."""
         present: set[str] = set()
-        with _engine_errors("listing images"):
+        with engine_errors("listing images"):
             for summary in self.api.images(all=True):
                 info = self.image(summary["Id"])
                 if info is not None:
@@ -87,16 +91,16 @@ class Engine:
 
     def tag(self, image_id: str, ref: str) -> None:
         repository, tag = split_reference(ref)
-        with _engine_errors(f"tagging {ref}"):
+        with engine_errors(f"tagging {ref}"):
             self.api.tag(image_id, repository, tag, force=True)
 
     def untag(self, ref: str) -> None:
-        with _engine_errors(f"removing {ref}"), contextlib.suppress(docker.errors.ImageNotFound):
+        with engine_errors(f"removing {ref}"), contextlib.suppress(docker.errors.ImageNotFound):
             self.api.remove_image(ref, noprune=True)
 
     def export(self, ref: str) -> Iterator[bytes]:
         """``docker save`` of one image, as a stream of tar bytes."""
-        with _engine_errors(f"exporting {ref}"):
+        with engine_errors(f"exporting {ref}"):
             yield from self.api.get_image(ref, chunk_size=4 * 1024 * 1024)
 
     def pull(self, ref: str) -> bool:
@@ -104,8 +108,8 @@ class Engine:
         repository, tag = split_reference(ref)
         try:
             error = _pull_push_errors(self.api.pull(repository, tag=tag, stream=True, decode=True))
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            error = _reason(exc)
+        except ENGINE_EXCEPTIONS as exc:
+            error = explain(exc)
         if error:
             log.debug("pull of %s: %s", ref, error)
             return False
@@ -113,14 +117,14 @@ class Engine:
 
     def push(self, ref: str) -> None:
         repository, tag = split_reference(ref)
-        with _engine_errors(f"pushing {ref}"):
+        with engine_errors(f"pushing {ref}"):
             error = _pull_push_errors(self.api.push(repository, tag=tag, stream=True, decode=True))
         if error:
             raise EngineError(f"pushing {ref} failed: {error}")
 
     def load(self, tar_stream: Iterable[bytes]) -> None:
         """``docker load`` of a tar stream; layers the engine holds may be left out of it."""
-        with _engine_errors("loading an image"):
+        with engine_errors("loading an image"):
             for message in self.api.load_image(tar_stream):
                 if "error" in message:
                     raise EngineError(f"the engine refused the image: {message['error']}")
@@ -170,18 +174,3 @@ def split_reference(ref: str) -> tuple[str, str]:
     if colon > slash:
         return name[:colon], name[colon + 1 :]
     return name, "latest"
-
-
-@contextlib.contextmanager
-def _engine_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise EngineError(f"{action} failed: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, docker.errors.APIError) and exc.explanation:
-        return str(exc.explanation)
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__

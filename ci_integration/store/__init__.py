@@ -17,6 +17,13 @@ STORE_ENV = "CI_INTEGRATION_STORE"
 CACHE_DIR_ENV = "CI_INTEGRATION_CACHE_DIR"
 # As botocore checks them; the service itself may be stricter.
 _BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
+# As the distribution spec has them.
+_REGISTRY_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?")
+_REPOSITORY_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"{_REPOSITORY_PART}(?:/{_REPOSITORY_PART})*")
+# Also an Ant pattern for archiveArtifacts: no wildcard, comma or space.
+_FOLDER_PART = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]+"  # not . nor ..
+_WORKSPACE_FOLDER = re.compile(rf"{_FOLDER_PART}(?:/{_FOLDER_PART})*")
 
 
 def default_store_dir(env: Mapping[str, str]) -> Path:
@@ -44,9 +51,19 @@ def open_store(url: str | None, env: Mapping[str, str]) -> Store:
         return LocalStore(Path(url).expanduser().absolute())
     if parsed.scheme == "s3":
         return _s3_store(url, env)
+    if parsed.scheme == "oci":
+        return _oci_store(url, env)
+    if parsed.scheme == "gha":
+        if url != "gha://":
+            raise UsageError(f"bad store URL {_safe(url)}: the GitHub Actions cache is gha://")
+        from ci_integration.store.gha import GhaStore
+
+        return GhaStore(env)
+    if parsed.scheme == "jenkins":
+        return _jenkins_store(url, env)
     raise UsageError(
         f"unsupported store URL scheme {parsed.scheme!r} in {_safe(url)}: "
-        "use file://DIR or s3://BUCKET/PREFIX"
+        "use file://DIR, s3://BUCKET/PREFIX, oci://HOST/REPOSITORY, gha:// or jenkins://"
     )
 
 
@@ -64,6 +81,42 @@ def _s3_store(url: str, env: Mapping[str, str]) -> Store:
     except ImportError:
         raise UsageError("the S3 store needs boto3: pip install 'ci-integration[s3]'") from None
     return S3Store(parsed.netloc, urllib.parse.unquote(parsed.path), env)
+
+
+def _oci_store(url: str, env: Mapping[str, str]) -> Store:
+    parsed = urllib.parse.urlsplit(url)
+    # The login comes from the docker config: a URL is printed in logs.
+    if "@" in parsed.netloc or parsed.query or parsed.fragment:
+        raise UsageError(f"bad store URL {_safe(url)}: write oci://HOST/REPOSITORY, the login "
+                         "in the docker config (docker login HOST)")  # fmt: skip
+    repository = parsed.path.strip("/")
+    if not _REGISTRY_HOST.fullmatch(parsed.netloc) or not _REPOSITORY.fullmatch(repository):
+        raise UsageError(f"bad store URL {_safe(url)}: write oci://HOST[:PORT]/REPOSITORY, the "
+                         "repository in lowercase letters, digits, . _ - and /")  # fmt: skip
+    from ci_integration.store.oci import OCIStore
+
+    return OCIStore(parsed.netloc, repository, env)
+
+
+def _jenkins_store(url: str, env: Mapping[str, str]) -> Store:
+    parsed = urllib.parse.urlsplit(url)
+    folder = parsed.path.removeprefix("/") or None
+    if (not url.startswith("jenkins://") or parsed.netloc or parsed.query or parsed.fragment
+            or (folder is not None and not _WORKSPACE_FOLDER.fullmatch(folder))):  # fmt: skip
+        raise UsageError(f"bad store URL {_safe(url)}: write jenkins:// or jenkins:///FOLDER, "
+                         "FOLDER inside the workspace (letters, digits, . _ - and /)")  # fmt: skip
+    if not env.get("WORKSPACE"):
+        raise UsageError("the jenkins:// store writes into the build's workspace: no WORKSPACE")
+    from ci_integration import context
+    from ci_integration.store.jenkins import DEFAULT_FOLDER, JenkinsStore
+    from ci_integration.store.jenkins_client import JenkinsClient
+    from ci_integration.store.jenkins_jobs import jobs_by_scope
+
+    # The job's scope chain, as the command detects it, decides which jobs are read.
+    job = context.detect(env, Path.cwd())
+    client = JenkinsClient(env["JENKINS_URL"], env) if env.get("JENKINS_URL") else None
+    return JenkinsStore(Path(env["WORKSPACE"]), folder or DEFAULT_FOLDER, job.scope,
+                        jobs_by_scope(job, env), client)  # fmt: skip
 
 
 def _safe(url: str) -> str:

@@ -92,3 +92,15 @@ class Store(Protocol):
 @contextlib.contextmanager
 def no_lock() -> Iterator[None]:
     yield
+
+
+def keys_by_prefix(store: Store, scope: str, prefix: str) -> list[str]:
+    """Keys of ``scope`` that start with ``prefix``, newest first. A backend that cannot
+    list (the GitHub cache) may answer with its own lookup, ``newest_entry(scope,
+    prefix) -> key | None``: then only the newest is seen."""
+    newest_entry = getattr(store, "newest_entry", None)
+    if newest_entry is not None:
+        key = newest_entry(scope, prefix)
+        return [] if key is None else [key]
+    matches = [entry for entry in store.list_entries(scope) if entry.key.startswith(prefix)]
+    return [entry.key for entry in sorted(matches, key=lambda e: e.created, reverse=True)]

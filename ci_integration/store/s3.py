@@ -34,7 +34,14 @@ from boto3.s3.transfer import TransferConfig
 from botocore import exceptions as botocore_errors
 
 from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo, no_lock
-from ci_integration.store.s3_client import NOT_THERE, code, endpoint_from, make_client, translated
+from ci_integration.store.s3_client import (
+    MAX_TIMEOUTS,
+    NOT_THERE,
+    code,
+    endpoint_from,
+    make_client,
+    translated,
+)
 
 # Below this a blob is one PutObject (S3 takes 5 GB so); parts only add requests.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -190,6 +197,7 @@ class S3Store:
     def _read(self, key: str, what: str) -> bytes | None:
         """The object's bytes, None if there is none. A body cut off mid-read is
         fetched again: botocore retries requests, not the reading of a body."""
+        timeouts = 0
         with self._translated(what):
             for attempt in range(1, BODY_ATTEMPTS + 1):
                 try:
@@ -200,8 +208,10 @@ class S3Store:
                     raise
                 try:
                     return response["Body"].read()
-                except _BODY_CUT:
-                    if attempt == BODY_ATTEMPTS:
+                except _BODY_CUT as exc:
+                    # A body that stopped coming costs a whole read timeout a time.
+                    timeouts += isinstance(exc, botocore_errors.ReadTimeoutError)
+                    if attempt == BODY_ATTEMPTS or timeouts == MAX_TIMEOUTS:
                         raise
         return None
 

@@ -16,10 +16,17 @@ from botocore.config import Config
 from ci_integration.errors import UsageError
 
 ENDPOINT_ENVS = ("CI_INTEGRATION_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-CONNECT_TIMEOUT_SECONDS = 5
-READ_TIMEOUT_SECONDS = 30
-# Throttling backs off up to 1+2+4+8 s over five attempts; other errors under 1 s.
-MAX_ATTEMPTS = 5
+TIMEOUT_ENV = "CI_INTEGRATION_STORE_TIMEOUT"
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 30.0  # the longest wait for a byte; TIMEOUT_ENV sets it
+# The retry policy is ours, not botocore's (which waits for no Retry-After but its
+# own header, and lets a hang cost every attempt a whole read timeout):
+MAX_ATTEMPTS = 4  # backoff 0.5 + 1 + 2 s between them, or what Retry-After asks
+MAX_TIMEOUTS = 2  # a service that let a request time out twice is down, not busy
+MAX_RETRY_AFTER_SECONDS = 10.0  # a longer wait is not made: the request fails
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                         "InternalError", "ServiceUnavailable"})  # fmt: skip
 # Packer threads upload side by side, a multipart upload with threads of its own.
 POOL_CONNECTIONS = 32
 
@@ -28,6 +35,7 @@ REFUSED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "ExpiredToken", "InvalidToken", "AllAccessDisabled"}  # fmt: skip
 NO_CREDENTIALS = (botocore_errors.NoCredentialsError, botocore_errors.PartialCredentialsError)
 UNREACHABLE = (botocore_errors.ConnectionError, botocore_errors.HTTPClientError)
+TIMED_OUT = (botocore_errors.ReadTimeoutError, botocore_errors.ConnectTimeoutError)
 SDK_ERRORS = (botocore_errors.BotoCoreError, botocore_errors.ClientError, Boto3Error)
 
 _ENDPOINT = re.compile(r"https?://[^/?#@\s]+(/[^?#\s]*)?")
@@ -42,6 +50,20 @@ def endpoint_from(env: Mapping[str, str]) -> str | None:
     return None
 
 
+def read_timeout(env: Mapping[str, str]) -> float:
+    """Seconds to wait for a byte of an answer: ``TIMEOUT_ENV`` or the default."""
+    text = env.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return READ_TIMEOUT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds (0 < s <= 3600)")
+    return seconds
+
+
 def make_client(env: Mapping[str, str], endpoint: str | None):  # -> a botocore S3 client
     """A client made from the job's environment mapping, not from the process's."""
     session = boto3.session.Session(
@@ -52,10 +74,11 @@ def make_client(env: Mapping[str, str], endpoint: str | None):  # -> a botocore 
         region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         profile_name=env.get("AWS_PROFILE") or None,
     )
+    timeout = read_timeout(env)
     config = Config(
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        read_timeout=READ_TIMEOUT_SECONDS,
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        connect_timeout=min(CONNECT_TIMEOUT_SECONDS, timeout),
+        read_timeout=timeout,
+        retries={"mode": "standard", "total_max_attempts": 1},  # retry_delay decides
         max_pool_connections=POOL_CONNECTIONS,
         # Other S3 services seldom serve BUCKET.HOST names; AWS prefers them.
         s3={"addressing_style": "path" if endpoint else "auto"},
@@ -67,7 +90,85 @@ def make_client(env: Mapping[str, str], endpoint: str | None):  # -> a botocore 
         response_checksum_validation="when_required",
     )
     ca_bundle = env.get("AWS_CA_BUNDLE") or None
-    return session.client("s3", endpoint_url=endpoint, config=config, verify=ca_bundle)
+    client = session.client("s3", endpoint_url=endpoint, config=config, verify=ca_bundle)
+    policy = RetryPolicy()
+    client.meta.events.register_first("needs-retry.s3", policy.retry_delay)
+    client.meta.events.register_first("before-send.s3", policy.refuse_once_given_up)
+    return client
+
+
+class GaveUp(ConnectionError):
+    """A request after one that exhausted its retries: not sent."""
+
+
+class RetryPolicy:
+    """botocore's needs-retry hook, for one client. Once a request has used up its
+    attempts the client gives up: later requests fail at once, so a save of many
+    blobs costs one request's retries, not one a blob."""
+
+    def __init__(self) -> None:
+        self.gave_up = ""
+
+    def refuse_once_given_up(self, **kwargs) -> None:
+        if self.gave_up:
+            raise GaveUp(f"S3 stopped answering: {self.gave_up}; not tried again")
+
+    def retry_delay(self, attempts: int, response=None, caught_exception: Exception | None = None,
+                    request_dict: dict | None = None, **kwargs) -> float | None:  # fmt: skip
+        """Seconds to wait before attempt ``attempts + 1``, or None to give up. Called
+        after every attempt; botocore's own policy, given one attempt, says None."""
+        if isinstance(caught_exception, GaveUp):
+            return None
+        delay = self._delay(attempts, response, caught_exception, request_dict or {})
+        if delay is None and (isinstance(caught_exception, UNREACHABLE) or _retryable(response)):
+            failed = type(caught_exception).__name__ if caught_exception else _status(response)
+            self.gave_up = f"{failed} after {attempts} attempts"
+        return delay
+
+    def _delay(self, attempts: int, response, caught_exception: Exception | None,
+               request_dict: dict) -> float | None:  # fmt: skip
+        if attempts >= MAX_ATTEMPTS:
+            return None
+        if caught_exception is not None:
+            if isinstance(caught_exception, TIMED_OUT):
+                context = request_dict.setdefault("context", {})
+                timeouts = context["ci_integration_timeouts"] = (
+                    context.get("ci_integration_timeouts", 0) + 1
+                )
+                if timeouts >= MAX_TIMEOUTS:
+                    return None
+            return _backoff(attempts) if isinstance(caught_exception, UNREACHABLE) else None
+        if not _retryable(response):
+            return None
+        asked = _retry_after(response[0].headers)
+        return None if asked > MAX_RETRY_AFTER_SECONDS else max(asked, _backoff(attempts))
+
+
+def _retryable(response) -> bool:
+    if response is None:
+        return False
+    http, parsed = response
+    error_code = str(parsed.get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
+    return http.status_code in RETRY_STATUSES or error_code in RETRY_CODES
+
+
+def _status(response) -> str:
+    return f"HTTP {response[0].status_code}"
+
+
+def _backoff(attempts: int) -> float:
+    return 0.5 * 2 ** (attempts - 1)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    """What the service asked for: Retry-After (seconds), or AWS's x-amz-retry-after
+    (milliseconds); 0 if neither, or an HTTP date."""
+    try:
+        if headers.get("x-amz-retry-after"):
+            return float(headers["x-amz-retry-after"]) / 1000
+        return float(headers.get("Retry-After") or 0)
+    except ValueError:
+        return 0.0
 
 
 def code(exc: botocore_errors.ClientError) -> str:
@@ -95,11 +196,16 @@ def as_os_error(exc: Exception, what: str, bucket: str, where: str) -> OSError:
         if error_code in REFUSED:
             return PermissionError(f"S3 refused {what} in {where}: {error_code}; check the "
                                    "credentials and the bucket's policy")  # fmt: skip
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-        return OSError(f"S3 failed {what} in {where}: {error_code} (HTTP {status})")
+        metadata = exc.response.get("ResponseMetadata", {})
+        status, retries = metadata.get("HTTPStatusCode", "?"), metadata.get("RetryAttempts", 0)
+        tried = f", {retries + 1} attempts" if retries else ""
+        return OSError(f"S3 failed {what} in {where}: {error_code} (HTTP {status}{tried})")
     if isinstance(exc, NO_CREDENTIALS):
         return PermissionError(f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID "
                                "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")  # fmt: skip
+    if isinstance(exc, TIMED_OUT):
+        return ConnectionError(f"S3 did not answer {what} in {where} ({type(exc).__name__}, "
+                               f"no answer in time, {MAX_TIMEOUTS} attempts)")  # fmt: skip
     if isinstance(exc, UNREACHABLE):
         return ConnectionError(f"S3 did not answer {what} in {where} "
                                f"({type(exc).__name__}, {MAX_ATTEMPTS} attempts)")  # fmt: skip

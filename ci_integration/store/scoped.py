@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from ci_integration.errors import CacheError, CorruptDataError
-from ci_integration.store.base import BlobNotFound, Store, digest_of
+from ci_integration.store.base import BlobNotFound, Store, digest_of, keys_by_prefix
 from ci_integration.store.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,8 @@ class ScopedStore:
                 return Match(manifest, exact=True)
         for prefix in restore_keys:
             for scope in self.scope_chain:
-                candidates = [e for e in self.store.list_entries(scope) if e.key.startswith(prefix)]
-                for info in sorted(candidates, key=lambda e: e.created, reverse=True):
-                    manifest = self.read_entry(scope, info.key, kind)
+                for candidate in keys_by_prefix(self.store, scope, prefix):
+                    manifest = self.read_entry(scope, candidate, kind)
                     if manifest and accept(manifest):
                         return Match(manifest, exact=False)
         return None

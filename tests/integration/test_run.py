@@ -6,14 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,71 +21,13 @@ import pytest
 
 from ci_integration.containers import labels as names
 from tests.support import engine_proxy, process_tree
+from tests.support.cli_process import CLI
 
 pytestmark = pytest.mark.engine
 
 ROOT = Path(__file__).resolve().parents[2]
 IGNORES_SIGNALS = 'trap "" TERM INT HUP; echo started; while :; do sleep 0.1; done'
 AGENT_UID = 65534  # nobody: a CI agent that is not root
-
-
-class CLI:
-    """``python -m ci_integration ARGS`` as a separate process, its output collected by
-    threads and the process reaped as soon as it ends (a zombie would fool /proc)."""
-
-    def __init__(
-        self,
-        argv: list[str],
-        env: dict[str, str],
-        cwd: Path,
-        python: str = sys.executable,
-        **popen,
-    ) -> None:
-        self.proc = subprocess.Popen(
-            [python, "-m", "ci_integration", *argv],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            **popen,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._threads = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
-            threading.Thread(target=self.proc.wait, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _read(self, stream, into: list[str]) -> None:
-        for raw in stream:
-            line = raw.decode(errors="replace").rstrip("\n")
-            into.append(line)
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                if text in self.lines.get(timeout=0.1):
-                    return
-            if self.proc.poll() is not None and self.lines.empty():
-                break
-        raise AssertionError(f"no {text!r} from the CLI; stderr: {self.stderr}")
-
-    def finish(self, timeout: float = 60) -> int:
-        code = self.proc.wait(timeout=timeout)
-        for thread in self._threads:
-            thread.join(timeout=10)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.finish()
 
 
 def owned_by(docker_client, pid: int) -> list:
@@ -305,7 +245,7 @@ def test_errors_are_one_line_with_their_exit_code(job_env, workspace, busybox_im
         workspace,
     )
     assert no_engine.finish() == 4
-    assert "does not answer" in no_engine.stderr[-1] and len(no_engine.stderr) == 1
+    assert "no Docker engine answers" in no_engine.stderr[-1] and len(no_engine.stderr) == 1
     bad = CLI(["run", "--memory", "lots", busybox_image, "true"], job_env, workspace)
     assert bad.finish() == 2 and "bad container option" in bad.stderr[-1]
 

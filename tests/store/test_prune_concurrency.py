@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from ci_integration.store.manifest import Manifest
 
 WORKER = """
@@ -39,6 +41,8 @@ for i in range(rounds):
 
 
 def test_prune_during_eight_jobs(backend, tmp_path, base_env):
+    if not backend.can_list:
+        pytest.skip("the backend can neither list nor delete (the GitHub cache): no prune")
     env = {**base_env, **backend.env, "CI_INTEGRATION_PROVIDER": "local",
            "CI_INTEGRATION_BRANCH": "feature"}  # fmt: skip
     workers = [

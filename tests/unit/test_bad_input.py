@@ -68,7 +68,7 @@ CASES = [
     ),
     (["build", "project", "-t", "app:1", "--builder", "magic"], {}, 2, "invalid choice: 'magic'"),
     (["build", "broken", "-t", "app:1"], {}, 2, "line 1: RUN before the first FROM"),
-    (["build", "project", "-t", "app:1"], NO_ENGINE, 4, "does not answer"),
+    (["build", "project", "-t", "app:1"], NO_ENGINE, 4, "no Docker engine answers"),
     (["image", "save"], {}, 2, "the following arguments are required: IMAGE"),
     (["image", "load", "app:1", "--key", "a b"], {}, 2, "invalid cache key 'a b'"),
     (["run"], {}, 2, "the following arguments are required: IMAGE"),
@@ -76,7 +76,7 @@ CASES = [
     (["run", "--cpus", "0", "img"], {}, 2, "--cpus must be more than 0"),
     (["run", "--workspace", "missing-folder", "img"], {}, 2, "is not a folder"),
     (["run", "-e", "=x", "img"], {}, 2, "bad -e '=x'"),
-    (["run", "img"], NO_ENGINE, 4, "does not answer"),
+    (["run", "img"], NO_ENGINE, 4, "no Docker engine answers"),
     (["cleanup", "--max-age", "soon"], {}, 2, "soon"),
 ]
 

@@ -1,0 +1,77 @@
+"""The GitHub Actions cache service a job can reach, behind one small interface: look
+a key up, store bytes under a new key, download what a lookup found. Two protocols
+implement it, picked from the job's environment: v2 (twirp calls to the results
+service, bytes in Azure Blob storage; github.com) where ACTIONS_CACHE_SERVICE_V2 is
+true, else v1 (``_apis/artifactcache``; GitHub Enterprise Server, act).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+CACHE_URL_ENV = "ACTIONS_CACHE_URL"
+RESULTS_URL_ENV = "ACTIONS_RESULTS_URL"
+TOKEN_ENV = "ACTIONS_RUNTIME_TOKEN"
+V2_ENV = "ACTIONS_CACHE_SERVICE_V2"
+EXPORT_HINT = (
+    "GitHub gives the cache service's variables to JavaScript actions only: run the "
+    "project's actions/export-cache-env action in the job first (its own actions do)"
+)
+
+
+class Conflict(Exception):
+    """The key is taken: committed already, or reserved by an upload under way."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+    key: str  # as the service returns it: lower case on some servers
+    location: str  # where to download from; a secret (a signed URL) on GitHub
+
+
+class CacheService(Protocol):
+    host: str  # the service's host, for log lines
+    protocol: str  # "v1" or "v2"
+
+    def lookup(self, key: str, version: str) -> Found | None:
+        """The entry whose key is ``key``, else the newest committed one starting with it."""
+
+    def store(self, key: str, version: str, data: bytes) -> None:
+        """A new committed entry; Conflict when the service already holds ``key``."""
+
+    def download(self, found: Found) -> bytes: ...
+
+
+def uses_v2(env: Mapping[str, str]) -> bool:
+    return env.get(V2_ENV, "").strip().lower() in ("true", "1")
+
+
+def unavailable(env: Mapping[str, str]) -> str | None:
+    """Why this job cannot reach its cache service, or None if it can."""
+    url_name = RESULTS_URL_ENV if uses_v2(env) else CACHE_URL_ENV
+    missing = [name for name in (url_name, TOKEN_ENV) if not env.get(name)]
+    if missing:
+        names = " or ".join(missing)
+        version = " (v2)" if uses_v2(env) else ""
+        return (f"the GitHub Actions cache service{version} is not available: no {names}; "
+                f"{EXPORT_HINT}")  # fmt: skip
+    if urllib.parse.urlsplit(env[url_name]).scheme not in ("http", "https"):
+        return f"{url_name} is not an http(s) URL"
+    return None
+
+
+def connect(
+    env: Mapping[str, str], *, sleep: Callable[[float], None] | None = None
+) -> CacheService:
+    """The job's cache service. Connecting never fails: a job without one gets a
+    service whose every call raises OSError saying why (cache trouble is a warning)."""
+    if uses_v2(env):
+        from ci_integration.store.gha_twirp import TwirpCacheClient
+
+        return TwirpCacheClient(env, sleep=sleep)
+    from ci_integration.store.gha_client import CacheClient
+
+    return CacheClient(env, sleep=sleep)

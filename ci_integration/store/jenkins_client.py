@@ -1,0 +1,155 @@
+"""HTTP to a Jenkins controller, for the jenkins:// store: a job's last successful
+build (pinned by number), a build's artifact list and an artifact's bytes. One
+session with Basic auth (JENKINS_USER and JENKINS_TOKEN, an API token), timeouts
+and bounded retries on every request; failures are one-line OSErrors that name the
+controller and never the user's token. A controller that stopped answering is not
+asked again by the same process: each later call fails at once.
+
+Jenkins' remote access API (https://www.jenkins.io/doc/book/using/remote-access-api/):
+``job/A/job/B/lastSuccessfulBuild/api/json?tree=number`` and
+``job/A/job/B/N/api/json?tree=artifacts[relativePath]`` answer JSON, and
+``job/A/job/B/N/artifact/PATH`` the archived file (or a redirect to an artifact
+manager's storage, which gets no Authorization header from requests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import urllib.parse
+from collections.abc import Mapping
+
+import requests
+import requests.adapters
+import urllib3.exceptions
+
+from ci_integration.store.jenkins_jobs import job_url_path
+from ci_integration.store.registry_client import read_timeout
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 30.0  # CI_INTEGRATION_STORE_TIMEOUT sets it
+MAX_ATTEMPTS = 3  # backoff 0.5 + 1 s between them
+# A controller that let a request time out twice is down, not busy.
+MAX_TIMEOUTS = 2
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+POOL_CONNECTIONS = 16  # restores fetch packs ahead in threads
+
+_UNREACHABLE = (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError)  # fmt: skip
+# requests raises a timeout met while reading a body as a ConnectionError.
+_READ_TIMEOUTS = (requests.Timeout, urllib3.exceptions.ReadTimeoutError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    job: str  # the full name, as in JOB_NAME
+    number: int
+
+
+class JenkinsClient:
+    def __init__(self, url: str, env: Mapping[str, str]) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        # Never a login from the URL, nor the URL's login in a message.
+        netloc = parsed.hostname or ""
+        if parsed.port:
+            netloc += f":{parsed.port}"
+        self.base = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/") + "/",
+                                             "", ""))  # fmt: skip
+        self.where = f"Jenkins at {self.base}"
+        read = read_timeout(env, READ_TIMEOUT_SECONDS)
+        self.timeout = (min(CONNECT_TIMEOUT_SECONDS, read), read)
+        self._session = requests.Session()
+        self._session.trust_env = False  # the job's mapping, not this process's environment
+        self._session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or True
+        if env.get("JENKINS_USER") and env.get("JENKINS_TOKEN"):
+            self._session.auth = (env["JENKINS_USER"], env["JENKINS_TOKEN"])
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._down: str | None = None
+
+    def last_successful(self, job: str) -> Build | None:
+        """The job's last successful build, or None when the job has none (or no such job)."""
+        document = self._json(f"{job_url_path(job)}lastSuccessfulBuild/api/json?tree=number",
+                              f"the last successful build of {job}")  # fmt: skip
+        if document is None:
+            return None
+        number = document.get("number") if isinstance(document, dict) else None
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise OSError(f"{self.where} gave no build number for {job}")
+        return Build(job, number)
+
+    def artifacts(self, build: Build) -> list[str]:
+        """The relative paths of the build's archived files."""
+        what = f"the artifacts of {build.job} #{build.number}"
+        path = f"{job_url_path(build.job)}{build.number}/api/json?tree=artifacts[relativePath]"
+        document = self._json(path, what)
+        if document is None:
+            return []
+        items = document.get("artifacts") if isinstance(document, dict) else None
+        if not isinstance(items, list):
+            raise OSError(f"{self.where} gave no artifact list for {build.job} #{build.number}")
+        paths = [item.get("relativePath") for item in items if isinstance(item, dict)]
+        return [path for path in paths if isinstance(path, str)]
+
+    def artifact(self, build: Build, relative_path: str) -> bytes | None:
+        """The archived file's bytes, or None when the build has no such file."""
+        path = (f"{job_url_path(build.job)}{build.number}/artifact/"
+                f"{urllib.parse.quote(relative_path, safe='/')}")  # fmt: skip
+        response = self._get(path, f"{relative_path} of {build.job} #{build.number}")
+        return None if response is None else response.content
+
+    def _json(self, path: str, what: str) -> object:
+        response = self._get(path, what)
+        if response is None:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise OSError(f"{self.where} answered {what} with no JSON") from None
+
+    def _get(self, path: str, what: str) -> requests.Response | None:
+        """The answer when 200, None when 404; anything else raises a one-line OSError."""
+        if self._down:
+            raise ConnectionError(self._down)
+        url = self.base + path
+        failures = timeouts = 0
+        while True:
+            try:
+                response = self._session.get(url, timeout=self.timeout)
+            except _UNREACHABLE as exc:
+                failures += 1
+                timeouts += _timed_out(exc)
+                if failures == MAX_ATTEMPTS or timeouts == MAX_TIMEOUTS:
+                    cause = (f"no answer within {self.timeout[1]:g} s" if timeouts
+                             else type(exc).__name__)  # fmt: skip
+                    self._down = f"{self.where} did not answer earlier ({cause})"
+                    raise ConnectionError(f"{self.where} did not answer {what} ({cause}, "
+                                          f"{failures} attempts)") from None  # fmt: skip
+                time.sleep(0.5 * 2 ** (failures - 1))
+                continue
+            except requests.RequestException as exc:
+                raise OSError(f"{self.where} failed {what}: {type(exc).__name__}") from None
+            status = response.status_code
+            if status in RETRY_STATUSES and failures + 1 < MAX_ATTEMPTS:
+                failures += 1
+                log.debug("retrying %s at %s: HTTP %d", what, self.base, status)
+                time.sleep(0.5 * 2 ** (failures - 1))
+                continue
+            if status == 200:
+                return response
+            if status == 404:
+                return None
+            if status in (401, 403):
+                raise PermissionError(f"{self.where} refused {what} (HTTP {status}): set "
+                                      "JENKINS_USER and JENKINS_TOKEN (an API token) of a "
+                                      "user who may read the job")  # fmt: skip
+            raise OSError(f"{self.where} failed {what}: HTTP {status}")
+
+
+def _timed_out(exc: BaseException) -> bool:
+    cause = exc.args[0] if exc.args else None
+    return isinstance(exc, _READ_TIMEOUTS) or isinstance(cause, _READ_TIMEOUTS)

@@ -1,0 +1,292 @@
+"""HTTP to an OCI distribution registry, for the OCI store: one session, timeouts and
+bounded retries on every request, the auth dance (anonymous first, then the Bearer
+or Basic challenge of a 401) with the login from the docker config, and failures as
+one-line OSErrors that name the registry and never a credential or a token."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import requests
+import requests.adapters
+import urllib3.exceptions
+
+from ci_integration.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 60.0  # the longest wait for a byte; TIMEOUT_ENV sets it
+TIMEOUT_ENV = "CI_INTEGRATION_STORE_TIMEOUT"
+MAX_ATTEMPTS = 4  # backoff 0.5 + 1 + 2 s between them
+# A service that let a request time out twice is down, not busy: each timeout costs
+# the whole read timeout, so a hang costs two of them, not MAX_ATTEMPTS.
+MAX_TIMEOUTS = 2
+# A longer Retry-After is not waited for: the request fails at once (a miss).
+MAX_RETRY_AFTER_SECONDS = 10.0
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+INSECURE_ENV = "CI_INTEGRATION_REGISTRY_INSECURE"
+# Packer threads upload side by side; urllib3 warns when its pool runs short.
+POOL_CONNECTIONS = 32
+
+_UNREACHABLE = (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError)  # fmt: skip
+# requests raises a timeout met while reading a body as a ConnectionError.
+_READ_TIMEOUTS = (requests.Timeout, urllib3.exceptions.ReadTimeoutError)
+_CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
+# Docker Hub's logins are kept under its old index URL.
+_HOST_ALIASES = {"index.docker.io": "docker.io", "registry-1.docker.io": "docker.io"}
+
+
+def plain_http(host: str, env: Mapping[str, str]) -> bool:
+    """Loopback registries speak plain HTTP, as the Docker engine assumes."""
+    if env.get(INSECURE_ENV) == "1":
+        return True
+    name = urllib.parse.urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def read_timeout(env: Mapping[str, str], default: float) -> float:
+    """Seconds to wait for a byte of an answer: ``TIMEOUT_ENV`` or ``default``."""
+    text = env.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds (0 < s <= 3600)")
+    return seconds
+
+
+def docker_config_path(env: Mapping[str, str]) -> Path | None:
+    if env.get("DOCKER_CONFIG"):
+        return Path(env["DOCKER_CONFIG"]) / "config.json"
+    return Path(env["HOME"]) / ".docker" / "config.json" if env.get("HOME") else None
+
+
+def docker_login(host: str, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(user, password) saved by ``docker login HOST``: ``auths[HOST].auth``, base64 of
+    user:password. Credential helpers (credsStore, credHelpers) are not run."""
+    path = docker_config_path(env)
+    try:
+        auths = json.loads(path.read_bytes())["auths"] if path else {}
+        for name, item in auths.items():
+            if _registry_host(name) == _registry_host(host) and item.get("auth"):
+                user, _, password = base64.b64decode(item["auth"]).decode().partition(":")
+                return user, password
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no usable config: anonymous, and a 401 says where the login was looked for
+    return None
+
+
+def _registry_host(name: str) -> str:
+    host = re.sub(r"^[a-z]+://", "", name.strip().lower()).split("/")[0]
+    return _HOST_ALIASES.get(host, host)
+
+
+class RegistryClient:
+    def __init__(self, host: str, env: Mapping[str, str], where: str) -> None:
+        self.host, self.where = host, where
+        self.base = f"{'http' if plain_http(host, env) else 'https'}://{host}"
+        read = read_timeout(env, READ_TIMEOUT_SECONDS)
+        self.timeout = (min(CONNECT_TIMEOUT_SECONDS, read), read)
+        self._config = docker_config_path(env)
+        self._login = docker_login(host, env)
+        self._session = requests.Session()
+        self._session.trust_env = False  # the job's mapping, not this process's environment
+        self._session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or True
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._authorization: str | None = None
+        self._scopes: dict[str, set[str]] = {}  # token scopes asked for: resource -> actions
+        self._auth_lock = threading.Lock()
+        # Once a request has used up its attempts, later ones fail at once: a save of
+        # many blobs costs one request's retries, not one a blob.
+        self._gave_up = ""
+
+    def request(
+        self, method: str, url: str, what: str, *, expect: Collection[int],
+        absent: Collection[int] = (404,), **kwargs,
+    ) -> requests.Response | None:  # fmt: skip
+        """The response if its status is in ``expect``, None if in ``absent``; any other
+        answer raises a one-line OSError."""
+        response, attempts = self._send(method, url, what, **kwargs)
+        if response.status_code in expect:
+            return response
+        if response.status_code in absent:
+            return None
+        raise self._failure(method, response, what, attempts)
+
+    def _send(self, method: str, url: str, what: str, **kwargs) -> tuple[requests.Response, int]:
+        """The answer, and how many attempts it took."""
+        if self._gave_up:
+            raise ConnectionError(f"the registry did not answer {what} at {self.where} "
+                                  f"(it stopped answering: {self._gave_up})")  # fmt: skip
+        url = urllib.parse.urljoin(self.base, url)
+        kwargs.setdefault("allow_redirects", method == "GET")  # blobs move to storage
+        headers = kwargs.pop("headers", {})
+        # An upload Location or a Link may name another host: it gets no login of ours.
+        ours = urllib.parse.urlsplit(url).netloc == urllib.parse.urlsplit(self.base).netloc
+        challenged, failures, timeouts = not ours, 0, 0
+        while True:  # bounded: each pass answers the one challenge or counts a failure
+            sent = self._authorization
+            auth = {"Authorization": sent} if sent and ours else {}
+            try:
+                response = self._session.request(method, url, headers={**headers, **auth},
+                                                 timeout=self.timeout, **kwargs)  # fmt: skip
+            except _UNREACHABLE as exc:
+                failures += 1
+                timeouts += _timed_out(exc)
+                if failures == MAX_ATTEMPTS or timeouts == MAX_TIMEOUTS:
+                    self._gave_up = self._cause(exc, failures)
+                    raise ConnectionError(f"the registry did not answer {what} at {self.where} "
+                                          f"({self._gave_up})") from None  # fmt: skip
+                time.sleep(_backoff(failures))
+                continue
+            except requests.RequestException as exc:
+                raise OSError(f"the registry failed {what} at {self.where}: "
+                              f"{type(exc).__name__}") from None  # fmt: skip
+            if response.status_code == 401 and not challenged:
+                challenged = True  # a login refused a second time is a refusal
+                self._answer_challenge(response, sent, what)
+                continue
+            if response.status_code in RETRY_STATUSES:
+                failures += 1
+                delay = _retry_delay(response, failures)
+                if failures < MAX_ATTEMPTS and delay is not None:
+                    log.debug("retrying %s at %s: HTTP %d", what, self.where,
+                              response.status_code)  # fmt: skip
+                    time.sleep(delay)
+                    continue
+                self._gave_up = f"HTTP {response.status_code}, {failures} attempts"
+                return response, failures
+            return response, failures + 1
+
+    def _cause(self, exc: Exception, attempts: int) -> str:
+        if _timed_out(exc):
+            return f"no answer within {self.timeout[1]:g} s, {attempts} attempts"
+        return f"{type(exc).__name__}, {attempts} attempts"
+
+    # Auth
+
+    def _answer_challenge(self, response: requests.Response, sent: str | None, what: str) -> None:
+        scheme, _, rest = response.headers.get("WWW-Authenticate", "").partition(" ")
+        params = {m[0].lower(): m[1] or m[2] for m in _CHALLENGE_PARAM.findall(rest)}
+        with self._auth_lock:
+            if self._authorization != sent:
+                return  # another thread answered it meanwhile
+            if scheme.lower() == "bearer" and params.get("realm"):
+                self._authorization = "Bearer " + self._token(params, what)
+            elif scheme.lower() == "basic":
+                user, password = self._require_login(what)
+                pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+                self._authorization = "Basic " + pair
+            else:
+                raise PermissionError(f"the registry refused {what} at {self.where}: HTTP 401 "
+                                      "with no challenge this tool can answer")  # fmt: skip
+
+    def _token(self, challenge: dict[str, str], what: str) -> str:
+        """A token from the challenge's realm, for every scope asked for so far, so
+        that pulls and pushes in turn do not trade one token for another."""
+        for scope in challenge.get("scope", "").split():
+            resource, _, actions = scope.rpartition(":")
+            self._scopes.setdefault(resource, set()).update(actions.split(","))
+        realm = challenge["realm"]
+        if not realm.startswith("https://") and not self.base.startswith("http://"):
+            raise PermissionError(f"the registry at {self.where} sent its login to a "
+                                  "plain-HTTP token service: refused")  # fmt: skip
+        params = {"scope": [f"{r}:{','.join(sorted(a))}" for r, a in self._scopes.items()],
+                  "service": challenge.get("service", "")}  # fmt: skip
+        try:
+            answer = self._session.get(realm, params=params, auth=self._login,
+                                       timeout=self.timeout)  # fmt: skip
+        except requests.RequestException as exc:
+            raise ConnectionError(f"the registry's token service did not answer {what} for "
+                                  f"{self.where} ({type(exc).__name__})") from None  # fmt: skip
+        if answer.status_code in (401, 403):
+            raise PermissionError(f"the registry's token service refused the login for "
+                                  f"{self.host}: {self._login_advice()}")  # fmt: skip
+        try:
+            document = answer.json()
+            return str(document.get("token") or document["access_token"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise OSError(f"the registry's token service gave no token for {self.where} "
+                          f"(HTTP {answer.status_code})") from None  # fmt: skip
+
+    def _require_login(self, what: str) -> tuple[str, str]:
+        if self._login is None:
+            raise PermissionError(f"the registry at {self.where} asks for a login for {what}: "
+                                  f"{self._login_advice()}")  # fmt: skip
+        return self._login
+
+    def _login_advice(self) -> str:
+        where = self._config or "the docker config (no HOME, no DOCKER_CONFIG)"
+        if self._login:
+            return f"check the login for {self.host} in {where}"
+        return (f"none for {self.host} in {where}; run docker login {self.host} "
+                "(credential helpers are not read)")  # fmt: skip
+
+    # Failures
+
+    def _failure(
+        self, method: str, response: requests.Response, what: str, attempts: int
+    ) -> OSError:
+        code = _error_code(response)
+        answer = f"HTTP {response.status_code}" + (f" {code}" if code else "")
+        if attempts > 1:
+            answer += f", {attempts} attempts"
+        elif response.status_code in RETRY_STATUSES:
+            answer += f", Retry-After {response.headers.get('Retry-After')} s is too long"
+        if response.status_code == 405 and method == "DELETE":
+            return PermissionError(f"the registry at {self.where} does not allow deletes "
+                                   "(distribution: storage.delete.enabled)")  # fmt: skip
+        if response.status_code in (401, 403):
+            return PermissionError(f"the registry refused {what} at {self.where}: {answer}; "
+                                   f"{self._login_advice()}")  # fmt: skip
+        return OSError(f"the registry failed {what} at {self.where}: {answer}")
+
+
+def _error_code(response: requests.Response) -> str:
+    """The registry's first error code (MANIFEST_BLOB_UNKNOWN...), not its message."""
+    try:
+        return str(response.json()["errors"][0]["code"])[:64]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+
+
+def _backoff(failures: int) -> float:
+    return 0.5 * 2 ** (failures - 1)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    cause = exc.args[0] if exc.args else None
+    return isinstance(exc, _READ_TIMEOUTS) or isinstance(cause, _READ_TIMEOUTS)
+
+
+def _retry_delay(response: requests.Response, failures: int) -> float | None:
+    """The wait before the next attempt; None if the registry asks for a longer one
+    than MAX_RETRY_AFTER_SECONDS."""
+    try:
+        asked = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        asked = 0.0  # absent, or an HTTP date: back off as for any other retry
+    if asked > MAX_RETRY_AFTER_SECONDS:
+        return None
+    return max(asked, _backoff(failures))

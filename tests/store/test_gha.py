@@ -1,0 +1,548 @@
+"""The gha:// store: v1 against act's cache server (a third-party implementation of
+the GitHub cache service's v1 protocol, kept up by an act job for the session) and a
+scripted fake of it for what act never answers (429 with Retry-After, 409 on a taken
+key, a refused token, a dead service); v2 against the loopback twirp service of
+gha_twirp_service.py, its bytes in azurite (fixtures in gha_backends.py).
+
+act keeps creation times in whole seconds: tests that need one entry newer than
+another wait just over a second between them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import logging
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ci_integration import dircache, report
+from ci_integration.cli import main
+from ci_integration.errors import UsageError
+from ci_integration.store import gha_http, open_store
+from ci_integration.store.base import digest_of
+from ci_integration.store.gha import BLOB, VERSION, GhaStore
+from ci_integration.store.gha_twirp import TwirpCacheClient
+from ci_integration.store.prune import prune
+from ci_integration.store.scoped import ScopedStore
+from tests.store.gha_twirp_service import job_env
+from tests.support.loopback_http import closed_port_url
+from tests.unit.test_dircache import make_tree, snapshot
+
+MAIN = ["branch-main"]
+FEATURE = ["branch-feature", "branch-main"]
+PR = ["pr-7", "branch-feature", "branch-main"]
+TIME_STEP = 1.1  # act's clock: whole seconds
+FAKE_TOKEN = "fake-runtime-token-DO-NOT-PRINT-5c1d"
+
+
+@pytest.fixture
+def store(act_service) -> GhaStore:
+    return open_store("gha://", act_service)
+
+
+def save(store, chain, key, root: Path, prefixes=()):
+    return dircache.save(ScopedStore(store, chain), key, ["data"], [root], prefixes)
+
+
+def restore(store, chain, key, root: Path, restore_keys=()):
+    return dircache.restore(ScopedStore(store, chain), key, restore_keys, ["data"], [root])
+
+
+def small_tree(root: Path, text: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "who").write_text(text)
+    (root / "sub").mkdir(exist_ok=True)
+    (root / "sub" / "same").write_text("same in every tree\n")
+    return root
+
+
+# Against act's cache server
+
+
+def test_round_trip_through_the_cli(act_service, tmp_path, monkeypatch, capsys, base_env):
+    env = {**base_env, **act_service, "JENKINS_URL": "https://ci.example.com/",
+           "BRANCH_NAME": "main", "BRANCH_IS_PRIMARY": "true"}  # fmt: skip
+    first, second = tmp_path / "job1", tmp_path / "job2"
+    expected = snapshot(make_tree(first / "data"))
+    second.mkdir()
+    store_args = ["--store", "gha://", "--strict", "--json"]
+
+    monkeypatch.chdir(first)
+    assert main(["cache", "save", "data", "--key", "cli-{os}", *store_args], env=env) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["saved"] and saved["scope"] == "branch-main" and saved["uploaded_bytes"] > 0
+
+    monkeypatch.chdir(second)
+    assert main(["cache", "restore", "data", "--key", "cli-{os}", *store_args], env=env) == 0
+    restored = json.loads(capsys.readouterr().out)
+    assert (restored["cache_hit"], restored["matched_key"]) == ("exact", saved["key"])
+    assert snapshot(second / "data") == expected
+
+
+def test_a_new_save_of_a_key_wins(store, tmp_path):
+    """The service never overwrites a key: each save is a new cache entry, and the
+    newest is the entry."""
+    save(store, MAIN, "overwritten", small_tree(tmp_path / "one", "first"))
+    time.sleep(TIME_STEP)
+    save(store, MAIN, "overwritten", small_tree(tmp_path / "two", "second"))
+    assert restore(store, MAIN, "overwritten", tmp_path / "r").hit == "exact"
+    assert (tmp_path / "r" / "who").read_text() == "second"
+
+
+def test_scope_chain_and_restore_key_prefixes(store, tmp_path):
+    save(store, MAIN, "deps-main-1", small_tree(tmp_path / "m", "main"))
+    save(store, FEATURE, "deps-feature-1", small_tree(tmp_path / "f", "feature"))
+
+    own = restore(store, FEATURE, "deps-feature-1", tmp_path / "r0")
+    assert (own.hit, own.scope) == ("exact", "branch-feature")
+    # A PR finds its target branch's entry first, then the default branch's.
+    found = restore(store, PR, "deps-pr", tmp_path / "r1", ["deps-"])
+    assert (found.hit, found.scope, found.key) == ("partial", "branch-feature", "deps-feature-1")
+    assert restore(store, PR, "deps-pr", tmp_path / "r2", ["deps-main"]).scope == "branch-main"
+    exact = restore(store, PR, "deps-main-1", tmp_path / "r3", ["deps-"])
+    assert (exact.hit, exact.scope) == ("exact", "branch-main")
+    # The default branch never reads a feature branch's entries; a prefix stays in
+    # its scope (branch-main is a prefix of no other scope's encoding).
+    assert restore(store, MAIN, "deps-pr", tmp_path / "r4", ["deps-feature"]).hit == "miss"
+    # A pull request writes its own scope, never its target's.
+    assert save(store, PR, "deps-main-1", small_tree(tmp_path / "p", "pr")).scope == "pr-7"
+    restore(store, MAIN, "deps-main-1", tmp_path / "r5")
+    assert (tmp_path / "r5" / "who").read_text() == "main"
+
+
+def test_newest_entry_wins_among_prefix_matches(store, tmp_path):
+    save(store, MAIN, "newest-1", small_tree(tmp_path / "a", "first"))
+    time.sleep(TIME_STEP)
+    save(store, MAIN, "newest-2", small_tree(tmp_path / "b", "second"))
+    assert restore(store, MAIN, "newest-3", tmp_path / "r1", ["newest-"]).key == "newest-2"
+    time.sleep(TIME_STEP)
+    save(store, MAIN, "newest-1", small_tree(tmp_path / "c", "third"))
+    assert restore(store, MAIN, "newest-3", tmp_path / "r2", ["newest-"]).key == "newest-1"
+    assert (tmp_path / "r2" / "who").read_text() == "third"
+
+
+def test_keys_keep_their_case_on_a_server_that_lower_cases(store, tmp_path):
+    save(store, MAIN, "Case:Key/A", small_tree(tmp_path / "upper", "upper"))
+    save(store, MAIN, "case:key/a", small_tree(tmp_path / "lower", "lower"))
+    upper = restore(store, MAIN, "Case:Key/A", tmp_path / "r1")
+    assert upper.key == "Case:Key/A" and (tmp_path / "r1" / "who").read_text() == "upper"
+    assert store.newest_entry("branch-main", "case:") == "case:key/a"
+    assert store.newest_entry("branch-main", "Case:") == "Case:Key/A"
+
+
+def test_blobs_are_shared_across_keys_and_scopes(store, tmp_path):
+    source = make_tree(tmp_path / "source")
+    assert save(store, MAIN, "shared-1", source).uploaded_bytes > 0
+    again = save(store, FEATURE, "shared-other", source)
+    assert again.saved and again.uploaded_bytes == 0
+    data = b"one blob, stored twice" * 100
+    store.put_blob(digest_of(data), data)
+    store.put_blob(digest_of(data), data)  # act stores it again; GitHub answers 409
+    assert store.get_blob(digest_of(data)) == data
+
+
+def test_list_and_prune_find_nothing_and_say_why(store, caplog):
+    store.put_entry("branch-main", "listed", b"{}")
+    with caplog.at_level(logging.WARNING, logger="ci_integration"):
+        result = prune(store, max_age=0, max_size=0)
+        assert store.list_entries() == []
+    assert result.removed_entries == [] and result.removed_blobs == 0
+    warnings = [r.message for r in caplog.records if "can neither list nor delete" in r.message]
+    assert len(warnings) == 1  # once a store
+    assert store.get_entry("branch-main", "listed") == b"{}"
+
+
+# Clear errors
+
+
+def test_a_job_without_the_cache_variables_warns_and_goes_on(tmp_path, monkeypatch, capsys,
+                                                             base_env):  # fmt: skip
+    env = {**base_env, "ACTIONS_CACHE_URL": "http://127.0.0.1:9/", "BRANCH_NAME": "main",
+           "JENKINS_URL": "https://ci.example.com/"}  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    command = ["cache", "restore", "data", "--key", "k", "--store", "gha://"]
+    assert main(command, env=env) == 0
+    err = capsys.readouterr().err
+    assert "no ACTIONS_RUNTIME_TOKEN" in err and "actions/export-cache-env" in err
+    assert main([*command, "--strict"], env=env) == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "no ACTIONS_CACHE_URL or ACTIONS_RUNTIME_TOKEN"),
+        ({"ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN}, "no ACTIONS_CACHE_URL; GitHub gives"),
+        ({"ACTIONS_CACHE_URL": "http://127.0.0.1:9/"}, "no ACTIONS_RUNTIME_TOKEN"),
+        ({"ACTIONS_CACHE_SERVICE_V2": "True", "ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN,
+          "ACTIONS_CACHE_URL": "http://127.0.0.1:9/"}, "(v2) is not available: no ACTIONS_RES"),
+        ({"ACTIONS_CACHE_SERVICE_V2": "true", "ACTIONS_RESULTS_URL": "http://127.0.0.1:9/"},
+         "(v2) is not available: no ACTIONS_RUNTIME_TOKEN; GitHub gives"),
+        ({"ACTIONS_CACHE_SERVICE_V2": "1", "ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN,
+          "ACTIONS_RESULTS_URL": "results.example.com"}, "ACTIONS_RESULTS_URL is not an http(s)"),
+        ({"ACTIONS_CACHE_URL": "ftp://x/", "ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN}, "http(s)"),
+    ],
+)  # fmt: skip
+def test_missing_variables_are_named(env, message):
+    store = open_store("gha://", env)  # opening never fails: cache trouble is a warning
+    with pytest.raises(OSError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
+        store.has_blob(digest_of(b"x"))
+    assert FAKE_TOKEN not in str(caught.value)
+
+
+def test_the_url_is_gha_and_nothing_else():
+    with pytest.raises(UsageError, match="gha://"):
+        open_store("gha://somewhere/else", {})
+
+
+# Against a scripted fake of the protocol
+
+
+class FakeService:
+    """The v1 protocol in memory. ``script``: (method, path prefix) -> answers to give
+    first, each (status, headers, body)."""
+
+    def __init__(self) -> None:
+        self.committed: dict[str, bytes] = {}  # key -> bytes, in creation order
+        self.reserved: dict[int, tuple[str, dict[int, bytes]]] = {}
+        self.script: dict[tuple[str, str], list[tuple[int, dict, dict]]] = {}
+        self.seen: list[tuple[str, str, str | None]] = []  # method, path, Authorization
+        self.url = ""
+
+    def answer(self, handler: http.server.BaseHTTPRequestHandler) -> tuple[int, dict, bytes]:
+        method, path = handler.command, handler.path
+        self.seen.append((method, path, handler.headers.get("Authorization")))
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        for (scripted_method, prefix), answers in self.script.items():
+            if method == scripted_method and path.startswith(prefix) and answers:
+                status, headers, document = answers.pop(0)
+                return status, headers, json.dumps(document).encode()
+        api = "/_apis/artifactcache/"
+        if method == "GET" and path.startswith(api + "cache?"):
+            wanted = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)["keys"][0]
+            matches = [k for k in self.committed if k.startswith(wanted)]
+            if not matches:
+                return 204, {}, b""
+            key = wanted if wanted in matches else matches[-1]
+            location = f"{self.url}/download/{urllib.parse.quote(key, safe='')}?sig=secret"
+            return 200, {}, json.dumps({"cacheKey": key, "archiveLocation": location}).encode()
+        if method == "POST" and path == api + "caches":
+            key = json.loads(body)["key"]
+            if key in self.committed or any(k == key for k, _ in self.reserved.values()):
+                return 409, {}, b'{"message": "already exists"}'
+            self.reserved[len(self.reserved) + 1] = (key, {})
+            return 200, {}, json.dumps({"cacheId": len(self.reserved)}).encode()
+        if method == "PATCH" and path.startswith(api + "caches/"):
+            start = int(handler.headers["Content-Range"].split()[1].split("-")[0])
+            self.reserved[int(path.rpartition("/")[2])][1][start] = body
+            return 204, {}, b""
+        if method == "POST" and path.startswith(api + "caches/"):
+            key, parts = self.reserved[int(path.rpartition("/")[2])]
+            self.committed[key] = b"".join(parts[start] for start in sorted(parts))
+            return 204, {}, b""
+        if method == "GET" and path.startswith("/download/"):
+            key = urllib.parse.unquote(path[len("/download/") :].partition("?")[0])
+            return 200, {}, self.committed[key]
+        return 404, {}, b"{}"
+
+
+@contextlib.contextmanager
+def fake_service() -> Iterator[FakeService]:
+    service = FakeService()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            status, headers, body = service.answer(self)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = _serve
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    service.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield service
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def fake_store(service: FakeService, sleeps: list[float]) -> GhaStore:
+    env = {"ACTIONS_CACHE_URL": service.url + "/", "ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN}
+    return GhaStore(env, sleep=sleeps.append)
+
+
+def test_a_throttled_upload_waits_as_long_as_retry_after_says():
+    with fake_service() as service:
+        sleeps: list[float] = []
+        store = fake_store(service, sleeps)
+        service.script[("POST", "/_apis/artifactcache/caches")] = [
+            (429, {"Retry-After": "7"}, {"message": "too many requests"})]  # fmt: skip
+        data = b"throttled" * 1000
+        store.put_blob(digest_of(data), data)
+        assert sleeps == [7.0] and store.get_blob(digest_of(data)) == data
+        service.script[("GET", "/_apis/artifactcache/cache")] = [
+            (429, {"Retry-After": "3600"}, {})]  # fmt: skip
+        assert store.has_blob(digest_of(data)) and sleeps[-1] == 60.0  # capped
+
+
+def test_server_errors_are_retried_a_bounded_number_of_times():
+    with fake_service() as service:
+        sleeps: list[float] = []
+        store = fake_store(service, sleeps)
+        service.script[("GET", "/_apis/artifactcache/cache")] = [
+            (503, {}, {"message": f"down; you sent {FAKE_TOKEN}"})] * 10  # fmt: skip
+        with pytest.raises(OSError, match=r"HTTP 503 \(down; you sent \*\*\*\), 5 attempts"):
+            store.has_blob(digest_of(b"x"))
+        assert len(sleeps) == 4 and sum(sleeps) < 20
+
+
+def test_the_token_goes_to_the_service_and_never_to_the_download_location():
+    with fake_service() as service:
+        store = fake_store(service, [])
+        store.put_entry("branch-main", "k", b"manifest")
+        assert store.get_entry("branch-main", "k") == b"manifest"
+        downloads = [auth for method, path, auth in service.seen if path.startswith("/download/")]
+        others = [auth for method, path, auth in service.seen if path.startswith("/_apis/")]
+        assert downloads == [None]
+        assert others and set(others) == {f"Bearer {FAKE_TOKEN}"}
+
+
+def test_a_service_that_never_overwrites_still_gives_the_newest_save():
+    with fake_service() as service:
+        store = fake_store(service, [])
+        store.put_entry("branch-main", "Deps/1", b"first")
+        store.put_entry("branch-main", "Deps/1", b"second")
+        assert len(service.committed) == 2  # two cache entries, neither overwritten
+        assert all(key.islower() for key in service.committed)
+        assert store.get_entry("branch-main", "Deps/1") == b"second"
+        assert store.newest_entry("branch-main", "Deps/") == "Deps/1"
+        assert store.get_entry("branch-main", "Deps/") is None
+
+
+def test_a_blob_key_held_by_an_abandoned_upload_is_stored_under_another():
+    with fake_service() as service:
+        store = fake_store(service, [])
+        data = b"held" * 1000
+        held = BLOB + digest_of(data).removeprefix("sha256:")
+        service.reserved[99] = (held, {})  # reserved, never committed
+        store.put_blob(digest_of(data), data)
+        [stored] = service.committed
+        assert stored.startswith(held + "-")
+        assert store.has_blob(digest_of(data)) and store.get_blob(digest_of(data)) == data
+
+
+def test_a_refused_token_and_a_dead_service_are_one_line_errors():
+    with fake_service() as service:
+        store = fake_store(service, [])
+        service.script[("GET", "/_apis/artifactcache/cache")] = [(401, {}, {})]
+        with pytest.raises(PermissionError, match="token was refused"):
+            store.get_entry("branch-main", "k")
+    sleeps: list[float] = []
+    env = {"ACTIONS_CACHE_URL": closed_port_url() + "/", "ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN}
+    dead = GhaStore(env, sleep=sleeps.append)
+    with pytest.raises(OSError, match=r"cannot connect .*\(5 attempts\)") as caught:
+        dead.put_entry("branch-main", "k", b"{}")
+    assert "\n" not in str(caught.value) and FAKE_TOKEN not in str(caught.value)
+    assert len(sleeps) == 4
+    # Given up for the job: the next call fails at once, with no retries of its own.
+    with pytest.raises(OSError, match="given up for this job"):
+        dead.get_entry("branch-main", "k")
+    assert len(sleeps) == 4
+
+
+# v2: the loopback twirp service, the bytes in azurite
+
+
+def v2_store(service, sleeps: list[float] | None = None) -> GhaStore:
+    return GhaStore(job_env(service), sleep=None if sleeps is None else sleeps.append)
+
+
+def test_v2_round_trip_through_the_cli(twirp_service, tmp_path, monkeypatch, capsys, base_env):
+    env = {**base_env, **job_env(twirp_service), "JENKINS_URL": "https://ci.example.com/",
+           "BRANCH_NAME": "main", "BRANCH_IS_PRIMARY": "true"}  # fmt: skip
+    first, second = tmp_path / "job1", tmp_path / "job2"
+    expected = snapshot(make_tree(first / "data"))
+    second.mkdir()
+    store_args = ["--store", "gha://", "--strict", "--json"]
+
+    monkeypatch.chdir(first)
+    assert main(["cache", "save", "data", "--key", "cli-{os}", *store_args], env=env) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["saved"] and saved["scope"] == "branch-main" and saved["uploaded_bytes"] > 0
+
+    monkeypatch.chdir(second)
+    assert main(["cache", "restore", "data", "--key", "cli-{os}", *store_args], env=env) == 0
+    restored = json.loads(capsys.readouterr().out)
+    assert (restored["cache_hit"], restored["matched_key"]) == ("exact", saved["key"])
+    assert snapshot(second / "data") == expected
+    entries = twirp_service.entries.values()
+    assert entries and all(entry.finalized for entry in entries)
+    assert {method for method, _ in twirp_service.seen} == {
+        "CreateCacheEntry", "FinalizeCacheEntryUpload", "GetCacheEntryDownloadURL"}  # fmt: skip
+    assert {auth for _, auth in twirp_service.seen} == {f"Bearer {twirp_service.token}"}
+
+
+def test_v2_restore_keys_fall_back_to_the_newest_prefix_match(twirp_service, tmp_path):
+    store = v2_store(twirp_service)
+    save(store, MAIN, "deps-1", small_tree(tmp_path / "a", "first"))
+    save(store, MAIN, "deps-2", small_tree(tmp_path / "b", "second"))
+    save(store, FEATURE, "deps-feature", small_tree(tmp_path / "f", "feature"))
+    found = restore(store, MAIN, "deps-3", tmp_path / "r1", ["nothing-", "deps-"])
+    assert (found.hit, found.key) == ("partial", "deps-2")
+    save(store, MAIN, "deps-1", small_tree(tmp_path / "c", "third"))  # saved again: the newest
+    found = restore(store, PR, "deps-3", tmp_path / "r2", ["deps-"])
+    assert (found.scope, found.key) == ("branch-feature", "deps-feature")
+    found = restore(store, MAIN, "deps-3", tmp_path / "r3", ["deps-"])
+    assert found.key == "deps-1" and (tmp_path / "r3" / "who").read_text() == "third"
+    assert restore(store, MAIN, "other", tmp_path / "r4", ["dep-x"]).hit == "miss"
+    # Every save was a new cache entry: none was overwritten.
+    assert len([key for key, _ in twirp_service.entries if key.startswith("ci-integration-entry:")
+                and ":deps-1:" in key]) == 2  # fmt: skip
+
+
+def test_v2_a_taken_key_is_a_conflict_and_a_held_blob_goes_elsewhere(twirp_service):
+    store = v2_store(twirp_service)
+    data = b"held" * 1000
+    held = BLOB + digest_of(data).removeprefix("sha256:")
+    assert twirp_service._create({"key": held, "version": VERSION})[0] == 200  # never finalized
+    store.put_blob(digest_of(data), data)
+    assert store.has_blob(digest_of(data)) and store.get_blob(digest_of(data)) == data
+    stored = [key for key, _ in twirp_service.entries if key.startswith(held)]
+    assert sorted(stored)[0] == held and stored[-1].startswith(held + "-")
+    store.put_blob(digest_of(data), data)  # 409 on the stored blob: nothing to do
+    assert len([key for key, _ in twirp_service.entries if key.startswith(held)]) == 2
+
+
+def test_v2_a_large_blob_goes_in_blocks(twirp_service):
+    store = v2_store(twirp_service)
+    store.service.blobs.block_bytes = 1024 * 1024
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    store.put_blob(digest_of(data), data)
+    name = BLOB + digest_of(data).removeprefix("sha256:")
+    assert twirp_service.committed_blocks(name, VERSION) == [1024 * 1024] * 3 + [12345]
+    assert store.get_blob(digest_of(data)) == data
+    small = b"one Put Blob"
+    store.put_blob(digest_of(small), small)
+    name = BLOB + digest_of(small).removeprefix("sha256:")
+    assert twirp_service.committed_blocks(name, VERSION) == []
+    assert store.get_blob(digest_of(small)) == small
+
+
+def test_v2_a_throttled_call_waits_as_long_as_retry_after_says(twirp_service):
+    sleeps: list[float] = []
+    store = v2_store(twirp_service, sleeps)
+    throttled = (429, {"Retry-After": "7"}, {"code": "resource_exhausted", "msg": "slow down"})
+    twirp_service.script["CreateCacheEntry"] = [throttled]
+    data = b"throttled" * 1000
+    store.put_blob(digest_of(data), data)
+    assert sleeps == [7.0] and store.get_blob(digest_of(data)) == data
+    twirp_service.script["GetCacheEntryDownloadURL"] = [(429, {"Retry-After": "3600"}, {})]
+    assert store.has_blob(digest_of(data)) and sleeps[-1] == 60.0  # capped
+    busy = (503, {}, {"code": "unavailable", "msg": f"down; you sent {twirp_service.token}"})
+    twirp_service.script["GetCacheEntryDownloadURL"] = [busy] * 10
+    with pytest.raises(OSError, match=r"HTTP 503 \(down; you sent \*\*\*\), 5 attempts"):
+        store.has_blob(digest_of(b"x"))
+    assert len(sleeps) == 2 + 4
+
+
+def test_v2_a_refused_token_is_a_warning_and_a_strict_failure(
+    twirp_service, tmp_path, monkeypatch, capsys, base_env
+):
+    refused = {**job_env(twirp_service), "ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN}
+    with pytest.raises(PermissionError, match="HTTP 401, the token was refused"):
+        TwirpCacheClient(refused).lookup("k", VERSION)
+    env = {**base_env, **refused, "BRANCH_NAME": "main", "JENKINS_URL": "https://ci.example.com/"}
+    monkeypatch.chdir(tmp_path)
+    command = ["cache", "restore", "data", "--key", "k", "--store", "gha://"]
+    assert main(command, env=env) == 0
+    assert "the token was refused" in capsys.readouterr().err
+    assert main([*command, "--strict"], env=env) == 3
+    assert FAKE_TOKEN not in capsys.readouterr().err
+
+
+def test_v2_a_dead_service_is_a_miss_with_a_warning_soon(tmp_path, monkeypatch, capsys, base_env):
+    sleeps: list[float] = []
+    monkeypatch.setattr(gha_http, "_sleep", sleeps.append)
+    env = {**base_env, "ACTIONS_CACHE_SERVICE_V2": "true", "ACTIONS_RESULTS_URL": closed_port_url(),
+           "ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN, "BRANCH_NAME": "feature", "CHANGE_TARGET": "main",
+           "JENKINS_URL": "https://ci.example.com/"}  # fmt: skip
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    command = ["cache", "restore", "other", "--key", "k", "--restore-key", "k-", "--json",
+               "--store", "gha://"]  # fmt: skip
+    assert main(command, env=env) == 0
+    restored = capsys.readouterr()
+    assert json.loads(restored.out)["cache_hit"] == "miss"
+    assert main(["cache", "save", "data", "--key", "k", "--store", "gha://"], env=env) == 0
+    err = restored.err + capsys.readouterr().err
+    assert err.count("warning") == 2 and "cannot connect" in err and FAKE_TOKEN not in err
+    # One request's retries a command, however many calls it had to make.
+    assert len(sleeps) == 8 and sum(sleeps) < 40 and time.monotonic() - started < 10
+
+
+def test_v2_no_token_nor_signature_in_any_output(twirp_service, tmp_path, monkeypatch, capsys,
+                                                 caplog, base_env):  # fmt: skip
+    handed_out: list[str] = []
+    signed = twirp_service.sign
+
+    def recorded(blob: str, permissions: str) -> str:
+        handed_out.append(signed(blob, permissions))
+        return handed_out[-1]
+
+    twirp_service.sign = recorded
+    env = {**base_env, **job_env(twirp_service), "BRANCH_NAME": "main",
+           "JENKINS_URL": "https://ci.example.com/"}  # fmt: skip
+    make_tree(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    debug = ["--debug", "cache"]
+    assert main([*debug, "save", "data", "--key", "k", "--store", "gha://"], env=env) == 0
+    assert main([*debug, "restore", "out", "--key", "k", "--store", "gha://"], env=env) == 0
+    # Refused signatures (forged) and storage that cannot be reached, with a signed URL
+    # in hand: the messages name the storage's host, never the URL.
+    twirp_service.sign = lambda blob, sp: recorded(blob, sp).replace("sig=", "sig=forged")
+    (tmp_path / "data" / "new").write_text("new")
+    assert main([*debug, "save", "data", "--key", "k2", "--store", "gha://"], env=env) == 0
+    dead = closed_port_url()
+    twirp_service.sign = lambda blob, sp: dead + "/" + recorded(blob, sp).split("/", 3)[3]
+    monkeypatch.setattr(gha_http, "_sleep", lambda seconds: None)
+    (tmp_path / "data" / "newer").write_text("newer")
+    with caplog.at_level(logging.DEBUG, logger="ci_integration"):
+        store = v2_store(twirp_service)
+        with pytest.raises(OSError) as caught:
+            store.put_blob(digest_of(b"unreachable"), b"unreachable")
+        assert main([*debug, "save", "data", "--key", "k3", "--store", "gha://"], env=env) == 0
+    captured = capsys.readouterr()
+    output = "\n".join([captured.out, captured.err, str(caught.value), caplog.text])
+    assert "refused" in output and "cannot connect" in output and len(handed_out) >= 4
+    signatures = [urllib.parse.parse_qs(url.partition("?")[2])["sig"][0] for url in handed_out]
+    for secret in [twirp_service.token, *signatures, *(u.partition("?")[2] for u in handed_out)]:
+        assert secret not in output
+    assert "sig=" not in output and "/devstoreaccount1/" not in output
+
+
+def test_the_log_masks_a_signed_azure_url():
+    url = ("https://results.blob.core.windows.net/cache/abc?sv=2021-08-06&sr=b&sp=r"
+           "&se=2030-01-01T00%3A00%3A00Z&sig=c2lnbmF0dXJl%2Bc2Vj%3D")  # fmt: skip
+    masked = report.Redactor(set()).redact(f"downloading {url} failed")
+    assert "c2lnbmF0dXJl" not in masked and "sig=***" in masked

@@ -1,0 +1,323 @@
+"""Remote stores behind a fault proxy (tests/support/fault_proxy.py) in front of moto's
+S3 server and the registry: what a job sees when the network or the service fails.
+
+A transient fault (one reset, one 500, one 429 with Retry-After: 1) is retried and the
+save or restore succeeds. A persistent fault makes ``cache save|restore`` exit 0 with
+a one-line warning (a restore is a miss) and the job goes on; with --strict, exit 3.
+A save cut midway leaves no partial entry. No credential shows in any output.
+
+Measured here, FIGURES below (CI_INTEGRATION_STORE_TIMEOUT=1, so a read timeout is
+1 s; the defaults are 30 s for S3 and 60 s for a registry). "Added" is the time one
+save or restore takes beyond a fault-free one, as these tests measure it (a 2-core
+machine; 0.0 means within noise):
+
+    fault (every request)      backend  outcome                         added (s)
+    500                        s3       miss + warning / exit 3 strict  ~3.5
+    500                        oci      miss + warning / exit 3 strict  ~3.5
+    connection reset           s3       miss + warning / exit 3 strict  ~3.5
+    connection reset           oci      miss + warning / exit 3 strict  ~3.5
+    429, Retry-After: 1        s3       miss + warning / exit 3 strict  ~4.0
+    429, Retry-After: 1        oci      miss + warning / exit 3 strict  ~4.0
+    429, Retry-After: 60       s3       miss + warning at once          ~0.0
+    429, Retry-After: 60       oci      miss + warning at once          ~0.0
+    accepts, never answers     s3       miss + warning / exit 3 strict  ~2.5 (2 x T + 0.5)
+    accepts, never answers     oci      miss + warning / exit 3 strict  ~2.5 (2 x T + 0.5)
+
+    fault (one request)        backend  outcome                         added (s)
+    reset, 500                 both     saved / exact hit               ~0.5
+    429, Retry-After: 1        both     saved / exact hit               ~1.0 (>= 1 asserted)
+
+The bounds asserted: a persistent fault adds at most 3.5 s of backoff (0.5 + 1 + 2 over
+4 attempts), or what Retry-After asks, up to 10 s a wait (a longer one is not waited
+for), or, for a service that never answers, 2 read timeouts + 0.5 s: a request that
+timed out twice is not tried again. One failed request ends the save or restore. So
+with the default timeouts a dead S3 costs a job at most ~61 s an operation, a dead
+registry ~121 s; CI_INTEGRATION_STORE_TIMEOUT lowers both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ci_integration.archive import pack
+from ci_integration.cli import main
+from ci_integration.store.registry_client import TIMEOUT_ENV
+from tests.store.conftest import (
+    BUCKET_PREFIX,
+    FAKE_ACCESS_KEY,
+    FAKE_SECRET_KEY,
+    FAKE_SESSION_TOKEN,
+    Registry,
+)
+from tests.support.fault_proxy import AFTER, CUT, HANG, RESET, SLOW, STATUS, Fault, FaultProxy
+from tests.unit.test_dircache import snapshot
+
+READ_TIMEOUT = 1.0  # CI_INTEGRATION_STORE_TIMEOUT in these tests
+BACKOFF = 0.5 + 1 + 2  # between 4 attempts
+SLACK = 2.5  # the CLI's own work, a client's set-up, a loaded machine
+PASSWORD = "registry-password-DO-NOT-PRINT-93c1"
+KEY = "deps-1"
+PROGRAM = "ci-integration: "  # how each log line starts
+
+# What each persistent fault may add to one save or restore, at most.
+PERSISTENT = {
+    "500": (Fault(STATUS, status=500), BACKOFF),
+    "reset": (Fault(RESET), BACKOFF),
+    "429-retry-after-1": (Fault(STATUS, status=429, retry_after="1"), 1 + 1 + 2),
+    "429-retry-after-60": (Fault(STATUS, status=429, retry_after="60"), 0.0),
+    "hang": (Fault(HANG), 2 * READ_TIMEOUT + 0.5),
+}
+TRANSIENT = {
+    "reset": Fault(RESET, times=1),
+    "500": Fault(STATUS, status=500, times=1),
+    "429-retry-after-1": Fault(STATUS, status=429, retry_after="1", times=1),
+}
+
+
+@dataclasses.dataclass
+class Remote:
+    name: str
+    proxy: FaultProxy
+    url: str
+    env: dict[str, str]
+    secrets: tuple[str, ...]
+    blob_get: str  # a regex of the paths blobs are downloaded from
+    blob_upload: tuple[str, str]  # the request that stores a blob's bytes
+    entry_put: tuple[str, str]  # the request that writes an entry
+
+
+@dataclasses.dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+    @property
+    def warnings(self) -> list[str]:
+        return [line.removeprefix(PROGRAM) for line in self.err.splitlines()
+                if line.startswith(f"{PROGRAM}warning: ")]  # fmt: skip
+
+
+def job_env(base_env: dict[str, str]) -> dict[str, str]:
+    return {**base_env, "JENKINS_URL": "https://ci.example.com/", "BRANCH_NAME": "main",
+            "BRANCH_IS_PRIMARY": "true", TIMEOUT_ENV: f"{READ_TIMEOUT:g}"}  # fmt: skip
+
+
+@pytest.fixture
+def s3_remote(s3_endpoint: str, bucket: str, s3_env: dict[str, str],
+              base_env: dict[str, str]) -> Iterator[Remote]:  # fmt: skip
+    with FaultProxy(urllib.parse.urlsplit(s3_endpoint).netloc) as proxy:
+        env = {**job_env(base_env), **s3_env, "CI_INTEGRATION_S3_ENDPOINT": proxy.url}
+        blobs = rf"^/{bucket}/{BUCKET_PREFIX}/blobs/sha256/"
+        yield Remote("s3", proxy, f"s3://{bucket}/{BUCKET_PREFIX}", env,
+                     (FAKE_ACCESS_KEY, FAKE_SECRET_KEY, FAKE_SESSION_TOKEN), blobs,
+                     ("PUT", blobs), ("PUT", r"/entries/.*\.json"))  # fmt: skip
+
+
+@pytest.fixture
+def oci_remote(registry: Registry, base_env: dict[str, str], tmp_path: Path) -> Iterator[Remote]:
+    with FaultProxy(registry.address) as proxy:
+        # A login the registry never asks for: it must not show either.
+        config = tmp_path / "docker-config"
+        config.mkdir()
+        auth = json.dumps({"auths": {proxy.address: {"auth": _basic("ci", PASSWORD)}}})
+        (config / "config.json").write_text(auth)
+        env = {**job_env(base_env), "DOCKER_CONFIG": str(config)}
+        url = f"oci://{proxy.address}/ci/faults-{uuid.uuid4().hex[:12]}"
+        yield Remote("oci", proxy, url, env, (PASSWORD, _basic("ci", PASSWORD)),
+                     r"/blobs/sha256:", ("PUT", r"/blobs/uploads/.*digest="),
+                     ("PUT", r"/manifests/e-"))  # fmt: skip
+
+
+@pytest.fixture(params=["s3", "oci"])
+def remote(request: pytest.FixtureRequest) -> Remote:
+    return request.getfixturevalue(f"{request.param}_remote")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A job's checkout holding data/: small files, and one of two packs' worth."""
+    root = tmp_path / "job"
+    (root / "data" / "sub").mkdir(parents=True)
+    (root / "data" / "a.txt").write_text("alpha\n")
+    (root / "data" / "sub" / "b.bin").write_bytes(os.urandom(300_000))
+    monkeypatch.chdir(root)
+    return root
+
+
+def run(remote: Remote, capsys: pytest.CaptureFixture[str], action: str, *options: str,
+        debug: bool = False) -> Outcome:  # fmt: skip
+    """``cache ACTION data`` in this process, against the store behind the proxy."""
+    argv = [*(["--debug"] if debug else []), "cache", action, "data", "--key", KEY,
+            "--store", remote.url, *options]  # fmt: skip
+    started = time.monotonic()
+    code = main(argv, env=remote.env)
+    seconds = time.monotonic() - started
+    out, err = capsys.readouterr()
+    for secret in remote.secrets:
+        assert secret not in out + err, out + err
+    return Outcome(code, out, err, seconds)
+
+
+def fault_at(remote: Remote, fault: Fault, request: tuple[str, str]) -> Fault:
+    return remote.proxy.add(dataclasses.replace(fault, method=request[0], path=request[1]))
+
+
+@pytest.mark.parametrize("fault", list(TRANSIENT))
+def test_a_transient_fault_is_retried_and_the_save_and_restore_succeed(remote, workspace,
+                                                                      capsys, fault):  # fmt: skip
+    proxy, before = remote.proxy, snapshot(workspace / "data")
+    fault_at(remote, TRANSIENT[fault], remote.entry_put)
+    saved = run(remote, capsys, "save", "--strict")
+    assert (saved.code, saved.warnings) == (0, []), saved.err
+    assert proxy.count(*remote.entry_put) == 2  # the faulted one and its retry
+    check_retry_after(proxy, fault, remote.entry_put)
+
+    shutil.rmtree(workspace / "data")
+    fault_at(remote, TRANSIENT[fault], ("GET", remote.blob_get))
+    restored = run(remote, capsys, "restore", "--strict", "--json")
+    assert (restored.code, restored.warnings) == (0, []), restored.err
+    assert json.loads(restored.out)["cache_hit"] == "exact"
+    assert snapshot(workspace / "data") == before
+    gets = [s.target for s in proxy.seen if s.method == "GET" and s.target.startswith("/")]
+    faulted = [s.target for s in proxy.seen if s.action != "pass" and s.method == "GET"]
+    assert len(faulted) == 1 and gets.count(faulted[0]) == 2  # fetched again, once
+    check_retry_after(proxy, fault, ("GET", remote.blob_get))
+
+
+def check_retry_after(proxy: FaultProxy, fault: str, request: tuple[str, str]) -> None:
+    """The retry of the faulted request came no sooner than the Retry-After asked."""
+    if "retry-after" not in fault:
+        return
+    probe = Fault(STATUS, *request)
+    seen = [s for s in proxy.seen if probe.matches(s.method, s.target)]
+    [faulted] = [index for index, s in enumerate(seen) if s.action == STATUS]
+    retry = next(s for s in seen[faulted + 1 :] if s.target == seen[faulted].target)
+    assert retry.at - seen[faulted].at >= 1.0
+
+
+@pytest.mark.parametrize("fault", list(PERSISTENT))
+def test_a_persistent_fault_warns_and_the_job_goes_on_or_strict_exits_3(remote, workspace,
+                                                                       capsys, fault):  # fmt: skip
+    proxy = remote.proxy
+    baseline = run(remote, capsys, "restore", "--json")  # a clean miss, fault-free
+    assert json.loads(baseline.out)["cache_hit"] == "miss"
+    template, added = PERSISTENT[fault]
+    proxy.clear()
+    proxy.add(dataclasses.replace(template))
+    bound = baseline.seconds + added + SLACK
+    for action, consequence in (("save", "not saved"), ("restore", "restored nothing for")):
+        lenient = run(remote, capsys, action, "--json")
+        assert lenient.code == 0, lenient.err
+        [warning] = lenient.warnings
+        assert warning.startswith(f"warning: {consequence} {KEY}: "), lenient.err
+        assert "Traceback" not in lenient.err and lenient.seconds < bound, lenient
+        if action == "restore":
+            assert json.loads(lenient.out)["cache_hit"] == "miss"
+        strict = run(remote, capsys, action, "--strict")
+        assert strict.code == 3 and strict.err.startswith(f"{PROGRAM}error: "), strict.err
+        assert strict.seconds < bound, strict
+        figure(remote.name, fault, action, lenient.seconds - baseline.seconds)
+    seen = proxy.count()
+    assert 0 < seen <= 4 * 4, proxy.seen  # four runs, one request each, 4 attempts at most
+    if fault == "hang":
+        assert seen == 4 * 2  # a request that timed out twice is not tried again
+
+
+def test_a_save_cut_midway_leaves_the_previous_entry_or_none(remote, workspace, capsys):
+    first = snapshot(workspace / "data")
+    assert run(remote, capsys, "save", "--strict").code == 0
+    (workspace / "data" / "sub" / "c.bin").write_bytes(os.urandom(200_000))
+    for fault in (Fault(RESET), Fault(STATUS, status=500), Fault(HANG)):
+        remote.proxy.clear()
+        fault_at(remote, fault, remote.blob_upload)
+        cut = run(remote, capsys, "save")
+        assert cut.code == 0 and cut.warnings, cut.err
+        assert remote.proxy.count(*remote.blob_upload) > 0  # it did get that far
+    # The answer lost after the entry was written: the entry is the new one, whole.
+    remote.proxy.clear()
+    fault_at(remote, Fault(RESET, when=AFTER), remote.entry_put)
+    remote.proxy.add(Fault(STATUS, status=500))  # and nothing else answers
+    late = run(remote, capsys, "save")
+    assert late.code == 0 and late.warnings, late.err
+    remote.proxy.clear()
+
+    shutil.rmtree(workspace / "data")
+    restored = run(remote, capsys, "restore", "--strict", "--json")
+    assert json.loads(restored.out)["cache_hit"] == "exact", restored.err
+    assert snapshot(workspace / "data") == first
+    never = run(remote, capsys, "restore", "--strict", "--json", "--key", "never-saved")
+    assert never.code == 0 and json.loads(never.out)["cache_hit"] == "miss", never.err
+
+
+def test_a_store_that_stops_answering_mid_save_costs_one_request_s_retries(
+    remote, workspace, capsys, monkeypatch
+):
+    """Blobs upload side by side; once one has used up its attempts the others are
+    not tried, so a save of many packs is not held up pack after pack."""
+    monkeypatch.setattr(pack, "PACK_TARGET", 64 * 1024)
+    for number in range(24):
+        (workspace / "data" / f"{number}.bin").write_bytes(os.urandom(40_000))
+    remote.proxy.add(Fault(HANG, *remote.blob_upload))
+    outcome = run(remote, capsys, "save")
+    assert outcome.code == 0 and len(outcome.warnings) == 1, outcome.err
+    hung = remote.proxy.count(*remote.blob_upload)
+    # Those in flight when the first gave up, each tried twice: never all 12 packs.
+    assert 0 < hung <= 2 * 4, remote.proxy.seen
+    assert outcome.seconds < 2 * READ_TIMEOUT + 0.5 + SLACK, outcome
+    figure(remote.name, "hang on uploads", "save", outcome.seconds)
+
+
+def test_a_body_cut_or_slow_is_fetched_whole(remote, workspace, capsys):
+    before = snapshot(workspace / "data")
+    assert run(remote, capsys, "save", "--strict").code == 0
+    shutil.rmtree(workspace / "data")
+    remote.proxy.add(Fault(CUT, "GET", remote.blob_get, times=1))
+    # 30 pieces a second: slower than a read timeout in all, never silent for one.
+    remote.proxy.add(Fault(SLOW, "GET", remote.blob_get, times=1, piece=1024, delay=0.03))
+    restored = run(remote, capsys, "restore", "--strict", "--json")
+    assert json.loads(restored.out)["cache_hit"] == "exact", restored.err
+    assert snapshot(workspace / "data") == before
+    assert remote.proxy.count("GET", remote.blob_get, CUT) == 1
+    assert remote.proxy.count("GET", remote.blob_get, SLOW) == 1
+
+
+def test_no_secret_in_the_debug_output_of_failures(remote, workspace, capsys):
+    remote.proxy.add(Fault(STATUS, status=500, times=4))
+    remote.proxy.add(Fault(RESET))
+    for action in ("save", "restore"):
+        outcome = run(remote, capsys, action, "--strict", debug=True)
+        assert outcome.code == 3 and "Traceback" in outcome.err, outcome.err
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+_FIGURES: list[tuple[str, str, str, float]] = []
+
+
+def figure(backend: str, fault: str, action: str, added: float) -> None:
+    _FIGURES.append((backend, fault, action, added))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_figures(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With -s, the table the module docstring quotes."""
+    yield
+    if request.config.getoption("capture") == "no":
+        for backend, fault, action, added in sorted(_FIGURES):
+            print(f"figure: {fault:20} {backend:4} {action:8} +{added:.1f} s")
