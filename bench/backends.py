@@ -2,9 +2,12 @@
 ~500 MB folder through each backend, as a ratio to the local folder store.
 Informational: S3 here is moto's server on 127.0.0.1, a Python process, so the
 figure says what the backend's code costs, not what a real service delivers; OCI is
-Debian's docker-registry on 127.0.0.1, storing on this machine's disk; gha-v2 is the
-GitHub cache service's v2 protocol against the tests' loopback twirp service, its
-bytes in azurite (npm, ./dev setup) on this machine's disk.
+Debian's docker-registry on 127.0.0.1, storing on this machine's disk; gha-v1 is the
+GitHub cache service's v1 protocol against act's cache server (a running act job's);
+gha-v2 is its v2 protocol against the tests' loopback twirp service, its bytes in
+azurite (npm, ./dev setup) on this machine's disk; jenkins saves into the workspace
+folder a build archives, and restores from the loopback Jenkins of the tests, which
+serves that folder as the job's last successful build through the remote access API.
 
     python -m bench backends        (BENCH_BACKENDS_MB=100 for a quicker run)
 """
@@ -12,9 +15,9 @@ bytes in azurite (npm, ./dev setup) on this machine's disk.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,19 +38,37 @@ S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-
                   "AWS_REGION": "us-east-1"}  # fmt: skip
 
 
-@contextlib.contextmanager
-def local_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, str]]]]:
-    """Gives a function that empties a store and returns its URL and environment."""
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """An empty store: its URL, and the environments of the saving and the restoring job."""
 
-    def fresh() -> tuple[str, dict[str, str]]:
+    url: str
+    save_env: dict[str, str]
+    restore_env: dict[str, str]
+
+    @classmethod
+    def shared(cls, url: str, store_env: dict[str, str]) -> Target:
+        """Both jobs on the branch main of a plain checkout."""
+        env = {**JOB_ENV, **store_env}
+        return cls(url, env, env)
+
+
+Fresh = Callable[[], Target]
+
+
+@contextlib.contextmanager
+def local_store(scratch: Path) -> Iterator[Fresh]:
+    """Gives a function that empties a store and returns it."""
+
+    def fresh() -> Target:
         shutil.rmtree(scratch / "store", ignore_errors=True)
-        return f"file://{scratch / 'store'}", {}
+        return Target.shared(f"file://{scratch / 'store'}", {})
 
     yield fresh
 
 
 @contextlib.contextmanager
-def s3_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, str]]]]:
+def s3_store(scratch: Path) -> Iterator[Fresh]:
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -64,14 +85,14 @@ def s3_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, str]]]
         ).client("s3", endpoint_url=env["CI_INTEGRATION_S3_ENDPOINT"])
         buckets: list[str] = []
 
-        def fresh() -> tuple[str, dict[str, str]]:
+        def fresh() -> Target:
             for old in buckets:  # moto holds objects in this process: free them
                 for page in client.get_paginator("list_objects_v2").paginate(Bucket=old):
                     for item in page.get("Contents", []):
                         client.delete_object(Bucket=old, Key=item["Key"])
             buckets[:] = [f"bench-{uuid.uuid4().hex[:12]}"]
             client.create_bucket(Bucket=buckets[0])
-            return f"s3://{buckets[0]}/cache", env
+            return Target.shared(f"s3://{buckets[0]}/cache", env)
 
         yield fresh
     finally:
@@ -79,38 +100,33 @@ def s3_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, str]]]
 
 
 @contextlib.contextmanager
-def oci_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, str]]]]:
+def oci_store(scratch: Path) -> Iterator[Fresh]:
     """docker-registry on a free port of 127.0.0.1; each run a fresh repository."""
-    folder = scratch / "registry"
-    folder.mkdir()
-    (folder / "registry.yml").write_text(
-        "version: 0.1\nlog: {level: info, accesslog: {disabled: true}}\n"
-        f"storage: {{filesystem: {{rootdirectory: '{folder / 'data'}'}}, "
-        "delete: {enabled: true}}\nhttp: {addr: '127.0.0.1:0'}\n"
-    )
-    log_path = folder / "registry.log"
-    with log_path.open("wb") as log_file:
-        server = subprocess.Popen([shutil.which("docker-registry") or "/usr/bin/docker-registry",
-                                   "serve", str(folder / "registry.yml")],
-                                  stdout=log_file, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while not (found := re.search(r"listening on (127\.0\.0\.1:\d+)", log_path.read_text())):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"docker-registry did not start: {log_path.read_text()}")
-            time.sleep(0.05)
-        yield lambda: (f"oci://{found[1]}/bench/run-{uuid.uuid4().hex[:12]}", {})
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+    from tests.store.conftest import running_registry
+
+    with running_registry(scratch / "registry") as registry:
+        yield lambda: Target.shared(f"oci://{registry.address}/bench/run-{uuid.uuid4().hex[:12]}",
+                                    {})  # fmt: skip
 
 
 @contextlib.contextmanager
-def gha_v2_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, str]]]]:
+def gha_v1_store(scratch: Path) -> Iterator[Fresh]:
+    """act's cache server, a job's own; each run a fresh job, so a fresh cache."""
+    from tests.store.gha_backends import running_act_cache_service
+
+    with contextlib.ExitStack() as services:
+
+        def fresh() -> Target:
+            services.close()
+            root = Path(tempfile.mkdtemp(dir=scratch, prefix="act-"))
+            env = services.enter_context(running_act_cache_service(root))
+            return Target.shared("gha://", env)
+
+        yield fresh
+
+
+@contextlib.contextmanager
+def gha_v2_store(scratch: Path) -> Iterator[Fresh]:
     """azurite on disk and a loopback twirp service; each run a fresh service."""
     from tests.store import gha_twirp_service
 
@@ -124,17 +140,42 @@ def gha_v2_store(scratch: Path) -> Iterator[Callable[[], tuple[str, dict[str, st
         services = contextlib.ExitStack()
         stack.callback(services.close)
 
-        def fresh() -> tuple[str, dict[str, str]]:
+        def fresh() -> Target:
             services.close()
             service = services.enter_context(
                 gha_twirp_service.running_twirp_service(account, f"bench-{uuid.uuid4().hex}")
             )
-            return "gha://", gha_twirp_service.job_env(service)
+            return Target.shared("gha://", gha_twirp_service.job_env(service))
 
         yield fresh
 
 
-BACKENDS = {"local": local_store, "s3": s3_store, "oci": oci_store, "gha-v2": gha_v2_store}
+@contextlib.contextmanager
+def jenkins_store(scratch: Path) -> Iterator[Fresh]:
+    """Build 1 of a branch job saves into its workspace's folder, which the loopback
+    Jenkins serves as the job's last successful build; build 2, in a new workspace,
+    restores it through the API. Each run another job."""
+    from ci_integration.store.jenkins import DEFAULT_FOLDER
+    from tests.store import jenkins_front
+    from tests.store.jenkins_backends import JENKINS_TOKEN, JENKINS_USER, jenkins_env
+
+    with jenkins_front.serve(JENKINS_USER, JENKINS_TOKEN) as front:
+
+        def fresh() -> Target:
+            job = f"bench-{uuid.uuid4().hex[:8]}/feature"
+            builds = scratch / "jenkins" / job
+            front.publish(job, 1, builds / "1", DEFAULT_FOLDER)
+            return Target(
+                "jenkins://",
+                jenkins_env(front.url, builds / "1", JOB_NAME=job, BUILD_NUMBER="1"),
+                jenkins_env(front.url, builds / "2", JOB_NAME=job, BUILD_NUMBER="2"),
+            )
+
+        yield fresh
+
+
+BACKENDS = {"local": local_store, "s3": s3_store, "oci": oci_store, "gha-v1": gha_v1_store,
+            "gha-v2": gha_v2_store, "jenkins": jenkins_store}  # fmt: skip
 
 
 def timed_cli(args: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -145,19 +186,19 @@ def timed_cli(args: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def measure(fresh: Callable[[], tuple[str, dict[str, str]]], base: Path) -> tuple[float, float]:
+def measure(fresh: Fresh, base: Path) -> tuple[float, float]:
     """Best save and best restore seconds over RUNS, each save into an empty store."""
     saves, restores = [], []
     for _ in range(RUNS):
-        url, store_env = fresh()
-        env = {**os.environ, **JOB_ENV, **store_env}
-        saves.append(timed_cli(["cache", "save", "data", "--key", "bench", "--store", url,
-                                "--strict"], base / "job1", env))  # fmt: skip
-        target = base / "job2"
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-        restores.append(timed_cli(["cache", "restore", "data", "--key", "bench", "--store", url,
-                                   "--strict", "--fail-on-miss"], target, env))  # fmt: skip
+        target = fresh()
+        store = ["--key", "bench", "--store", target.url, "--strict"]
+        saves.append(timed_cli(["cache", "save", "data", *store], base / "job1",
+                               {**os.environ, **target.save_env}))  # fmt: skip
+        job2 = base / "job2"
+        shutil.rmtree(job2, ignore_errors=True)
+        job2.mkdir()
+        restores.append(timed_cli(["cache", "restore", "data", *store, "--fail-on-miss"], job2,
+                                  {**os.environ, **target.restore_env}))  # fmt: skip
     return min(saves), min(restores)
 
 

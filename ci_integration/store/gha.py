@@ -19,7 +19,8 @@ the pull request's base and the default branch wrote, as our scope chain does. T
 service can neither list nor delete: ``list_entries`` and prune find nothing (and
 say so), and GitHub itself evicts entries unused for 7 days and the oldest beyond
 10 GB a repository. A blob evicted under an entry is a miss with a warning, and the
-next save stores it anew.
+next save stores it anew. A save that would upload more than that quota stops (a
+warning): it would evict every other entry of the repository to make room.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -42,6 +44,7 @@ VERSION = hashlib.sha256(b"ci-integration|store|1").hexdigest()
 BLOB = "ci-integration-blob-"
 ENTRY = "ci-integration-entry:"
 MAX_KEY_LENGTH = 512  # the service's limit
+REPOSITORY_QUOTA_BYTES = 10 * 1000**3  # GitHub keeps 10 GB of cache a repository
 _KEPT = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
@@ -62,6 +65,8 @@ class GhaStore:
         # trouble never stops a build.
         self.service = connect(env, sleep=sleep)
         self._told_unlistable = False
+        self._uploaded = 0  # by this command, which uploads from several threads
+        self._uploaded_lock = threading.Lock()
 
     @property
     def description(self) -> str:
@@ -73,6 +78,14 @@ class GhaStore:
         return self._find_blob(digest) is not None
 
     def put_blob(self, digest: str, data: bytes) -> None:
+        with self._uploaded_lock:
+            if self._uploaded + len(data) > REPOSITORY_QUOTA_BYTES:
+                raise OSError(
+                    f"this save would upload over the {REPOSITORY_QUOTA_BYTES / 1000**3:g} GB "
+                    "GitHub keeps for a repository's cache, evicting every other entry: not "
+                    "saved (cache less, or use an s3:// or oci:// store)"
+                )
+            self._uploaded += len(data)
         name = BLOB + digest.removeprefix("sha256:")
         try:
             self._store(name, data)

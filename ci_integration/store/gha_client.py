@@ -35,7 +35,7 @@ class CacheClient:
         self.base = base.rstrip("/") + "/_apis/artifactcache/"
         self.host = urllib.parse.urlsplit(base).netloc or "nowhere"
         self._token = env.get(TOKEN_ENV, "")
-        self.transport = Transport(SERVICE_NAME, refused=REFUSED, secrets=[self._token],
+        self.transport = Transport(SERVICE_NAME, env, refused=REFUSED, secrets=[self._token],
                                    sleep=sleep)  # fmt: skip
         self._headers = {"Accept": ACCEPT, "Authorization": f"Bearer {self._token}"}
 

@@ -6,9 +6,7 @@ are signed, and their query string is a secret; nor the runtime token.
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
 import re
 import time
 import urllib.parse
@@ -18,16 +16,16 @@ import requests
 import requests.adapters
 
 from ci_integration import __version__
+from ci_integration.store import retry
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_SECONDS = 5
-READ_TIMEOUT_SECONDS = 60
-ATTEMPTS = 5
+READ_TIMEOUT_SECONDS = 60.0  # retry.TIMEOUT_ENV sets it
+# GitHub counts uploads a minute: its Retry-After may ask for up to a minute, which
+# is waited for (any other service's longer than retry.MAX_RETRY_AFTER_SECONDS is not).
 MAX_RETRY_AFTER_SECONDS = 60.0
 # The packer uploads from several threads at once.
 POOL_CONNECTIONS = 16
-RETRIED = {429, 500, 502, 503, 504}
 # Azure storage answers in XML: its error code is safe to show, its message may
 # quote the string it signed.
 _XML_CODE = re.compile(r"<Code>([A-Za-z0-9]{1,80})</Code>")
@@ -40,18 +38,20 @@ class Transport:
     def __init__(
         self,
         name: str,
+        env: Mapping[str, str],
         *,
         refused: str,
         secrets: Sequence[str] = (),
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.name = name
+        self.timeout = retry.timeouts(env, READ_TIMEOUT_SECONDS)
         self.refused = refused
         self.secrets = [secret for secret in secrets if secret]
         self.sleep = sleep or _sleep
-        # Hosts that could not be reached through a request's every attempt: later
-        # requests fail at once, so a dead service costs one request's retries, not
-        # one for each of a job's hundred blobs.
+        # Hosts that failed a request through all its attempts (or asked for a longer
+        # wait than we make): later requests fail at once, so a dead service costs one
+        # request's retries, not one for each of a job's hundred blobs.
         self.unreachable: dict[str, str] = {}
         self.session = requests.Session()
         self.session.trust_env = False  # the job's env mapping decides, not os.environ
@@ -78,37 +78,41 @@ class Transport:
         where = f"{self.name} at {host}"
         if host in self.unreachable:
             raise OSError(f"{where}: {what} failed: {self.unreachable[host]}")
-        for attempt in range(1, ATTEMPTS + 1):
-            last = attempt == ATTEMPTS
+        attempts = retry.Attempts(max_retry_after=MAX_RETRY_AFTER_SECONDS)
+        while True:
             try:
                 response = self.session.request(
                     method, url, headers=headers, json=json, data=data,
-                    allow_redirects=follow_redirects,
-                    timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+                    allow_redirects=follow_redirects, timeout=self.timeout,
                 )  # fmt: skip
-            except requests.RequestException as exc:
-                if last:
-                    reason = f"{_reason(exc)} ({attempt} attempts)"
-                    if isinstance(exc, requests.ConnectionError):
-                        self.unreachable[host] = f"{reason}, given up for this job"
+            except retry.UNREACHABLE as exc:
+                wait = attempts.after_exception(exc)
+                if wait is None:
+                    reason = attempts.describe(exc, self.timeout[1])
+                    self.unreachable[host] = f"{reason}, given up for this job"
                     raise OSError(f"{where}: {what} failed: {reason}") from None
-                self.sleep(_backoff(attempt))
+                self.sleep(wait)
                 continue
+            except requests.RequestException as exc:
+                raise OSError(f"{where}: {what} failed: {type(exc).__name__}") from None
             status = response.status_code
             if status < 300 or status in passed:
                 return response
-            if status not in RETRIED or last:
-                raise self._failure(response, f"{where}: {what} failed", attempt)
-            wait = _backoff(attempt)
+            wait = attempts.after_status(status, response.headers)
+            if wait is None:
+                failure = self._failure(response, f"{where}: {what} failed", attempts.failures)
+                if status in retry.RETRY_STATUSES:
+                    self.unreachable[host] = f"HTTP {status}, given up for this job"
+                raise failure
             if status == 429:
-                wait = _retry_after(response.headers.get("Retry-After"), wait)
-                log.info("the %s asks to slow down: waiting %.0f s", self.name, wait)
+                log.debug("the %s asks to slow down: waiting %.0f s", self.name, wait)
             self.sleep(wait)
-        raise AssertionError("unreachable")
 
-    def _failure(self, response: requests.Response, prefix: str, attempt: int) -> OSError:
+    def _failure(self, response: requests.Response, prefix: str, attempts: int) -> OSError:
         status = response.status_code
-        tries = f", {attempt} attempts" if attempt > 1 else ""
+        tries = f", {attempts} attempts" if attempts > 1 else ""
+        if attempts == 1 and status in retry.RETRY_STATUSES:
+            tries = f", Retry-After {response.headers.get('Retry-After')} s is too long"
         if status in (401, 403):
             return PermissionError(f"{prefix}: HTTP {status}, {self.refused}{tries}")
         detail = server_message(response)
@@ -134,37 +138,8 @@ def server_message(response: requests.Response) -> str:
     return " ".join(str(message).split())[:200]
 
 
-def _reason(exc: requests.RequestException) -> str:
-    # str(exc) can quote the URL, and a signed URL is a secret: name the kind only.
-    if isinstance(exc, requests.ConnectTimeout):
-        return f"no connection within {CONNECT_TIMEOUT_SECONDS} s"
-    if isinstance(exc, requests.ReadTimeout):
-        return f"no answer within {READ_TIMEOUT_SECONDS} s"
-    if isinstance(exc, requests.ConnectionError):
-        return "cannot connect or the connection broke"
-    return type(exc).__name__
-
-
 def _sleep(seconds: float) -> None:
     time.sleep(seconds)
-
-
-def _backoff(attempt: int) -> float:
-    return float(2 ** (attempt - 1)) + random.uniform(0, 0.5)
-
-
-def _retry_after(value: str | None, default: float) -> float:
-    """Seconds to wait: the header's seconds or date, capped; ``default`` without one."""
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return default
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def http_url(url: str) -> bool:

@@ -47,9 +47,9 @@ class TwirpCacheClient:
         # As GitHub's own client does: the service's path replaces any in the URL.
         self.base = urllib.parse.urljoin(base, f"/twirp/{SERVICE}/")
         token = env.get(TOKEN_ENV, "")
-        self.transport = Transport(SERVICE_NAME, refused=REFUSED, secrets=[token], sleep=sleep)
+        self.transport = Transport(SERVICE_NAME, env, refused=REFUSED, secrets=[token], sleep=sleep)
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        storage = Transport(STORAGE_NAME, refused=STORAGE_REFUSED, sleep=sleep)
+        storage = Transport(STORAGE_NAME, env, refused=STORAGE_REFUSED, sleep=sleep)
         self.blobs = AzureBlob(storage)
 
     def lookup(self, key: str, version: str) -> Found | None:

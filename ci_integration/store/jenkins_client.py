@@ -22,25 +22,14 @@ from collections.abc import Mapping
 
 import requests
 import requests.adapters
-import urllib3.exceptions
 
+from ci_integration.store import retry
 from ci_integration.store.jenkins_jobs import job_url_path
-from ci_integration.store.registry_client import read_timeout
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_SECONDS = 5.0
-READ_TIMEOUT_SECONDS = 30.0  # CI_INTEGRATION_STORE_TIMEOUT sets it
-MAX_ATTEMPTS = 3  # backoff 0.5 + 1 s between them
-# A controller that let a request time out twice is down, not busy.
-MAX_TIMEOUTS = 2
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+READ_TIMEOUT_SECONDS = 30.0  # retry.TIMEOUT_ENV sets it
 POOL_CONNECTIONS = 16  # restores fetch packs ahead in threads
-
-_UNREACHABLE = (requests.ConnectionError, requests.Timeout,
-                requests.exceptions.ChunkedEncodingError)  # fmt: skip
-# requests raises a timeout met while reading a body as a ConnectionError.
-_READ_TIMEOUTS = (requests.Timeout, urllib3.exceptions.ReadTimeoutError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +48,7 @@ class JenkinsClient:
         self.base = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/") + "/",
                                              "", ""))  # fmt: skip
         self.where = f"Jenkins at {self.base}"
-        read = read_timeout(env, READ_TIMEOUT_SECONDS)
-        self.timeout = (min(CONNECT_TIMEOUT_SECONDS, read), read)
+        self.timeout = retry.timeouts(env, READ_TIMEOUT_SECONDS)
         self._session = requests.Session()
         self._session.trust_env = False  # the job's mapping, not this process's environment
         self._session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or True
@@ -116,28 +104,25 @@ class JenkinsClient:
         if self._down:
             raise ConnectionError(self._down)
         url = self.base + path
-        failures = timeouts = 0
+        attempts = retry.Attempts()
         while True:
             try:
                 response = self._session.get(url, timeout=self.timeout)
-            except _UNREACHABLE as exc:
-                failures += 1
-                timeouts += _timed_out(exc)
-                if failures == MAX_ATTEMPTS or timeouts == MAX_TIMEOUTS:
-                    cause = (f"no answer within {self.timeout[1]:g} s" if timeouts
-                             else type(exc).__name__)  # fmt: skip
+            except retry.UNREACHABLE as exc:
+                delay = attempts.after_exception(exc)
+                if delay is None:
+                    cause = attempts.describe(exc, self.timeout[1])
                     self._down = f"{self.where} did not answer earlier ({cause})"
-                    raise ConnectionError(f"{self.where} did not answer {what} ({cause}, "
-                                          f"{failures} attempts)") from None  # fmt: skip
-                time.sleep(0.5 * 2 ** (failures - 1))
+                    raise ConnectionError(f"{self.where} did not answer {what} ({cause})") from None
+                time.sleep(delay)
                 continue
             except requests.RequestException as exc:
                 raise OSError(f"{self.where} failed {what}: {type(exc).__name__}") from None
             status = response.status_code
-            if status in RETRY_STATUSES and failures + 1 < MAX_ATTEMPTS:
-                failures += 1
+            delay = attempts.after_status(status, response.headers)
+            if delay is not None:
                 log.debug("retrying %s at %s: HTTP %d", what, self.base, status)
-                time.sleep(0.5 * 2 ** (failures - 1))
+                time.sleep(delay)
                 continue
             if status == 200:
                 return response
@@ -147,9 +132,7 @@ class JenkinsClient:
                 raise PermissionError(f"{self.where} refused {what} (HTTP {status}): set "
                                       "JENKINS_USER and JENKINS_TOKEN (an API token) of a "
                                       "user who may read the job")  # fmt: skip
-            raise OSError(f"{self.where} failed {what}: HTTP {status}")
-
-
-def _timed_out(exc: BaseException) -> bool:
-    cause = exc.args[0] if exc.args else None
-    return isinstance(exc, _READ_TIMEOUTS) or isinstance(cause, _READ_TIMEOUTS)
+            tried = f", {attempts.failures} attempts" if attempts.failures > 1 else ""
+            if status in retry.RETRY_STATUSES:
+                self._down = f"{self.where} failed earlier (HTTP {status}{tried})"
+            raise OSError(f"{self.where} failed {what}: HTTP {status}{tried}")

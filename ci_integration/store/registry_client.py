@@ -18,30 +18,16 @@ from pathlib import Path
 
 import requests
 import requests.adapters
-import urllib3.exceptions
 
-from ci_integration.errors import UsageError
+from ci_integration.store import retry
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_SECONDS = 5.0
-READ_TIMEOUT_SECONDS = 60.0  # the longest wait for a byte; TIMEOUT_ENV sets it
-TIMEOUT_ENV = "CI_INTEGRATION_STORE_TIMEOUT"
-MAX_ATTEMPTS = 4  # backoff 0.5 + 1 + 2 s between them
-# A service that let a request time out twice is down, not busy: each timeout costs
-# the whole read timeout, so a hang costs two of them, not MAX_ATTEMPTS.
-MAX_TIMEOUTS = 2
-# A longer Retry-After is not waited for: the request fails at once (a miss).
-MAX_RETRY_AFTER_SECONDS = 10.0
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+READ_TIMEOUT_SECONDS = 60.0  # the longest wait for a byte; retry.TIMEOUT_ENV sets it
 INSECURE_ENV = "CI_INTEGRATION_REGISTRY_INSECURE"
 # Packer threads upload side by side; urllib3 warns when its pool runs short.
 POOL_CONNECTIONS = 32
 
-_UNREACHABLE = (requests.ConnectionError, requests.Timeout,
-                requests.exceptions.ChunkedEncodingError)  # fmt: skip
-# requests raises a timeout met while reading a body as a ConnectionError.
-_READ_TIMEOUTS = (requests.Timeout, urllib3.exceptions.ReadTimeoutError)
 _CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
 # Docker Hub's logins are kept under its old index URL.
 _HOST_ALIASES = {"index.docker.io": "docker.io", "registry-1.docker.io": "docker.io"}
@@ -58,20 +44,6 @@ def plain_http(host: str, env: Mapping[str, str]) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-def read_timeout(env: Mapping[str, str], default: float) -> float:
-    """Seconds to wait for a byte of an answer: ``TIMEOUT_ENV`` or ``default``."""
-    text = env.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return default
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= 3600:
-        raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds (0 < s <= 3600)")
-    return seconds
 
 
 def docker_config_path(env: Mapping[str, str]) -> Path | None:
@@ -104,8 +76,7 @@ class RegistryClient:
     def __init__(self, host: str, env: Mapping[str, str], where: str) -> None:
         self.host, self.where = host, where
         self.base = f"{'http' if plain_http(host, env) else 'https'}://{host}"
-        read = read_timeout(env, READ_TIMEOUT_SECONDS)
-        self.timeout = (min(CONNECT_TIMEOUT_SECONDS, read), read)
+        self.timeout = retry.timeouts(env, READ_TIMEOUT_SECONDS)
         self._config = docker_config_path(env)
         self._login = docker_login(host, env)
         self._session = requests.Session()
@@ -144,21 +115,20 @@ class RegistryClient:
         headers = kwargs.pop("headers", {})
         # An upload Location or a Link may name another host: it gets no login of ours.
         ours = urllib.parse.urlsplit(url).netloc == urllib.parse.urlsplit(self.base).netloc
-        challenged, failures, timeouts = not ours, 0, 0
+        challenged, attempts = not ours, retry.Attempts()
         while True:  # bounded: each pass answers the one challenge or counts a failure
             sent = self._authorization
             auth = {"Authorization": sent} if sent and ours else {}
             try:
                 response = self._session.request(method, url, headers={**headers, **auth},
                                                  timeout=self.timeout, **kwargs)  # fmt: skip
-            except _UNREACHABLE as exc:
-                failures += 1
-                timeouts += _timed_out(exc)
-                if failures == MAX_ATTEMPTS or timeouts == MAX_TIMEOUTS:
-                    self._gave_up = self._cause(exc, failures)
+            except retry.UNREACHABLE as exc:
+                delay = attempts.after_exception(exc)
+                if delay is None:
+                    self._gave_up = attempts.describe(exc, self.timeout[1])
                     raise ConnectionError(f"the registry did not answer {what} at {self.where} "
                                           f"({self._gave_up})") from None  # fmt: skip
-                time.sleep(_backoff(failures))
+                time.sleep(delay)
                 continue
             except requests.RequestException as exc:
                 raise OSError(f"the registry failed {what} at {self.where}: "
@@ -167,22 +137,16 @@ class RegistryClient:
                 challenged = True  # a login refused a second time is a refusal
                 self._answer_challenge(response, sent, what)
                 continue
-            if response.status_code in RETRY_STATUSES:
-                failures += 1
-                delay = _retry_delay(response, failures)
-                if failures < MAX_ATTEMPTS and delay is not None:
+            if response.status_code in retry.RETRY_STATUSES:
+                delay = attempts.after_status(response.status_code, response.headers)
+                if delay is not None:
                     log.debug("retrying %s at %s: HTTP %d", what, self.where,
                               response.status_code)  # fmt: skip
                     time.sleep(delay)
                     continue
-                self._gave_up = f"HTTP {response.status_code}, {failures} attempts"
-                return response, failures
-            return response, failures + 1
-
-    def _cause(self, exc: Exception, attempts: int) -> str:
-        if _timed_out(exc):
-            return f"no answer within {self.timeout[1]:g} s, {attempts} attempts"
-        return f"{type(exc).__name__}, {attempts} attempts"
+                self._gave_up = f"HTTP {response.status_code}, {attempts.failures} attempts"
+                return response, attempts.failures
+            return response, attempts.failures + 1
 
     # Auth
 
@@ -252,7 +216,7 @@ class RegistryClient:
         answer = f"HTTP {response.status_code}" + (f" {code}" if code else "")
         if attempts > 1:
             answer += f", {attempts} attempts"
-        elif response.status_code in RETRY_STATUSES:
+        elif response.status_code in retry.RETRY_STATUSES:
             answer += f", Retry-After {response.headers.get('Retry-After')} s is too long"
         if response.status_code == 405 and method == "DELETE":
             return PermissionError(f"the registry at {self.where} does not allow deletes "
@@ -269,24 +233,3 @@ def _error_code(response: requests.Response) -> str:
         return str(response.json()["errors"][0]["code"])[:64]
     except (ValueError, KeyError, IndexError, TypeError):
         return ""
-
-
-def _backoff(failures: int) -> float:
-    return 0.5 * 2 ** (failures - 1)
-
-
-def _timed_out(exc: BaseException) -> bool:
-    cause = exc.args[0] if exc.args else None
-    return isinstance(exc, _READ_TIMEOUTS) or isinstance(cause, _READ_TIMEOUTS)
-
-
-def _retry_delay(response: requests.Response, failures: int) -> float | None:
-    """The wait before the next attempt; None if the registry asks for a longer one
-    than MAX_RETRY_AFTER_SECONDS."""
-    try:
-        asked = float(response.headers.get("Retry-After", ""))
-    except ValueError:
-        asked = 0.0  # absent, or an HTTP date: back off as for any other retry
-    if asked > MAX_RETRY_AFTER_SECONDS:
-        return None
-    return max(asked, _backoff(failures))

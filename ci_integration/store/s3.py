@@ -33,9 +33,9 @@ from collections.abc import Iterator, Mapping
 from boto3.s3.transfer import TransferConfig
 from botocore import exceptions as botocore_errors
 
+from ci_integration.store import retry
 from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo, no_lock
 from ci_integration.store.s3_client import (
-    MAX_TIMEOUTS,
     NOT_THERE,
     code,
     endpoint_from,
@@ -211,7 +211,7 @@ class S3Store:
                 except _BODY_CUT as exc:
                     # A body that stopped coming costs a whole read timeout a time.
                     timeouts += isinstance(exc, botocore_errors.ReadTimeoutError)
-                    if attempt == BODY_ATTEMPTS or timeouts == MAX_TIMEOUTS:
+                    if attempt == BODY_ATTEMPTS or timeouts == retry.MAX_TIMEOUTS:
                         raise
         return None
 

@@ -14,17 +14,13 @@ from botocore import exceptions as botocore_errors
 from botocore.config import Config
 
 from ci_integration.errors import UsageError
+from ci_integration.store import retry
 
 ENDPOINT_ENVS = ("CI_INTEGRATION_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-TIMEOUT_ENV = "CI_INTEGRATION_STORE_TIMEOUT"
-CONNECT_TIMEOUT_SECONDS = 5.0
-READ_TIMEOUT_SECONDS = 30.0  # the longest wait for a byte; TIMEOUT_ENV sets it
-# The retry policy is ours, not botocore's (which waits for no Retry-After but its
-# own header, and lets a hang cost every attempt a whole read timeout):
-MAX_ATTEMPTS = 4  # backoff 0.5 + 1 + 2 s between them, or what Retry-After asks
-MAX_TIMEOUTS = 2  # a service that let a request time out twice is down, not busy
-MAX_RETRY_AFTER_SECONDS = 10.0  # a longer wait is not made: the request fails
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+READ_TIMEOUT_SECONDS = 30.0  # the longest wait for a byte; retry.TIMEOUT_ENV sets it
+# The retry policy is retry.py's, not botocore's (which waits for no Retry-After but
+# its own header, and lets a hang cost every attempt a whole read timeout). Besides
+# HTTP statuses, S3 names what is worth another attempt with these codes:
 RETRY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                          "InternalError", "ServiceUnavailable"})  # fmt: skip
 # Packer threads upload side by side, a multipart upload with threads of its own.
@@ -50,20 +46,6 @@ def endpoint_from(env: Mapping[str, str]) -> str | None:
     return None
 
 
-def read_timeout(env: Mapping[str, str]) -> float:
-    """Seconds to wait for a byte of an answer: ``TIMEOUT_ENV`` or the default."""
-    text = env.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return READ_TIMEOUT_SECONDS
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= 3600:
-        raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds (0 < s <= 3600)")
-    return seconds
-
-
 def make_client(env: Mapping[str, str], endpoint: str | None):  # -> a botocore S3 client
     """A client made from the job's environment mapping, not from the process's."""
     session = boto3.session.Session(
@@ -74,10 +56,10 @@ def make_client(env: Mapping[str, str], endpoint: str | None):  # -> a botocore 
         region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         profile_name=env.get("AWS_PROFILE") or None,
     )
-    timeout = read_timeout(env)
+    connect_timeout, read_timeout = retry.timeouts(env, READ_TIMEOUT_SECONDS)
     config = Config(
-        connect_timeout=min(CONNECT_TIMEOUT_SECONDS, timeout),
-        read_timeout=timeout,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": 1},  # retry_delay decides
         max_pool_connections=POOL_CONNECTIONS,
         # Other S3 services seldom serve BUCKET.HOST names; AWS prefers them.
@@ -127,7 +109,7 @@ class RetryPolicy:
 
     def _delay(self, attempts: int, response, caught_exception: Exception | None,
                request_dict: dict) -> float | None:  # fmt: skip
-        if attempts >= MAX_ATTEMPTS:
+        if attempts >= retry.MAX_ATTEMPTS:
             return None
         if caught_exception is not None:
             if isinstance(caught_exception, TIMED_OUT):
@@ -135,13 +117,17 @@ class RetryPolicy:
                 timeouts = context["ci_integration_timeouts"] = (
                     context.get("ci_integration_timeouts", 0) + 1
                 )
-                if timeouts >= MAX_TIMEOUTS:
+                if timeouts >= retry.MAX_TIMEOUTS:
                     return None
-            return _backoff(attempts) if isinstance(caught_exception, UNREACHABLE) else None
+            if isinstance(caught_exception, UNREACHABLE):
+                return retry.backoff(attempts)
+            return None
         if not _retryable(response):
             return None
-        asked = _retry_after(response[0].headers)
-        return None if asked > MAX_RETRY_AFTER_SECONDS else max(asked, _backoff(attempts))
+        asked = retry.retry_after(response[0].headers)
+        if asked > retry.MAX_RETRY_AFTER_SECONDS:
+            return None
+        return max(asked, retry.backoff(attempts))
 
 
 def _retryable(response) -> bool:
@@ -149,26 +135,11 @@ def _retryable(response) -> bool:
         return False
     http, parsed = response
     error_code = str(parsed.get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
-    return http.status_code in RETRY_STATUSES or error_code in RETRY_CODES
+    return http.status_code in retry.RETRY_STATUSES or error_code in RETRY_CODES
 
 
 def _status(response) -> str:
     return f"HTTP {response[0].status_code}"
-
-
-def _backoff(attempts: int) -> float:
-    return 0.5 * 2 ** (attempts - 1)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float:
-    """What the service asked for: Retry-After (seconds), or AWS's x-amz-retry-after
-    (milliseconds); 0 if neither, or an HTTP date."""
-    try:
-        if headers.get("x-amz-retry-after"):
-            return float(headers["x-amz-retry-after"]) / 1000
-        return float(headers.get("Retry-After") or 0)
-    except ValueError:
-        return 0.0
 
 
 def code(exc: botocore_errors.ClientError) -> str:
@@ -205,8 +176,9 @@ def as_os_error(exc: Exception, what: str, bucket: str, where: str) -> OSError:
                                "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")  # fmt: skip
     if isinstance(exc, TIMED_OUT):
         return ConnectionError(f"S3 did not answer {what} in {where} ({type(exc).__name__}, "
-                               f"no answer in time, {MAX_TIMEOUTS} attempts)")  # fmt: skip
+                               f"no answer in time, {retry.MAX_TIMEOUTS} attempts)")  # fmt: skip
     if isinstance(exc, UNREACHABLE):
+        attempts = retry.MAX_ATTEMPTS
         return ConnectionError(f"S3 did not answer {what} in {where} "
-                               f"({type(exc).__name__}, {MAX_ATTEMPTS} attempts)")  # fmt: skip
+                               f"({type(exc).__name__}, {attempts} attempts)")  # fmt: skip
     return OSError(f"S3 failed {what} in {where}: {type(exc).__name__}")

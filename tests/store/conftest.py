@@ -9,10 +9,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +27,7 @@ from tests.store.gha_backends import (  # noqa: F401 (fixtures the gha backends 
     twirp_service,
 )
 from tests.store.jenkins_backends import jenkins_backend, jenkins_contract_front  # noqa: F401
+from tests.support import daemons
 
 # Recognisable in any output: no log line, message or traceback may show them.
 FAKE_ACCESS_KEY = "AKIAFAKEKEYID4TESTS"
@@ -142,24 +140,11 @@ def running_registry(folder: Path, extra_config: str = "") -> Iterator[Registry]
         "delete: {enabled: true}}\n"
         "http: {addr: '127.0.0.1:0'}\n" + extra_config
     )
-    log_path = folder / "registry.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=log_file,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        deadline = time.monotonic() + REGISTRY_START_SECONDS
-        while not (found := re.search(r"listening on (127\.0\.0\.1:\d+)", log_path.read_text())):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"docker-registry did not start: {log_path.read_text()}")
-            time.sleep(0.05)
+    started = daemons.running([binary, "serve", str(config)], folder / "registry.log",
+                              r"listening on (127\.0\.0\.1:\d+)", what="docker-registry",
+                              start_seconds=REGISTRY_START_SECONDS)  # fmt: skip
+    with started as found:
         yield Registry(found[1], folder / "data")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -22,15 +22,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import threading
-import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
+
+from tests.support import daemons, loopback_http
 
 ROOT = Path(__file__).resolve().parents[2]
 # Azurite's well-known development account: public, and valid for azurite only.
@@ -65,28 +65,15 @@ def running_azurite(binary: str, folder: Path, *, in_memory: bool = True) -> Ite
     where = ["--inMemoryPersistence"] if in_memory else ["--location", str(folder / "data")]
     command = [binary, "--blobHost", "127.0.0.1", "--blobPort", "0", *where,
                "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"]  # fmt: skip
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=folder, stdout=log_file, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + AZURITE_START_SECONDS
-        pattern = r"listens on (http://127\.0\.0\.1:\d+)"
-        while not (found := re.search(pattern, log_path.read_text(errors="replace"))):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"azurite did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
+    ready = r"listens on (http://127\.0\.0\.1:\d+)"
+    started = daemons.running(command, log_path, ready, what="azurite", cwd=folder,
+                              start_seconds=AZURITE_START_SECONDS)  # fmt: skip
+    with started as found:
         account_url = f"{found[1]}/{ACCOUNT}"
         created = requests.put(f"{account_url}/{CONTAINER}?restype=container&{account_sas()}",
                                headers={"x-ms-version": SAS_VERSION}, timeout=30)  # fmt: skip
         created.raise_for_status()
         yield account_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def _sign(text: str) -> str:
@@ -170,7 +157,9 @@ class TwirpCacheService:
                 return _twirp_error(409, "already_exists",
                                     "cache entry with the same key, version, and scope already "
                                     "exists")  # fmt: skip
-            entry = Entry(key, version, uuid.uuid4().hex, next(self._order))
+            # Named after the key, so a test can tell an entry's upload from a blob's.
+            blob = re.sub(r"[^A-Za-z0-9._-]", "-", key)[:200] + "-" + uuid.uuid4().hex
+            entry = Entry(key, version, blob, next(self._order))
             self.entries[(key, version)] = entry
         return 200, {}, {"ok": True, "signed_upload_url": self.sign(entry.blob, "cw")}
 
@@ -246,17 +235,9 @@ def running_twirp_service(account_url: str, token: str) -> Iterator[TwirpCacheSe
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    service.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with loopback_http.running(Handler) as url:
+        service.url = url + "/"
         yield service
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def job_env(service: TwirpCacheService) -> dict[str, str]:

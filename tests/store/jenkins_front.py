@@ -23,11 +23,12 @@ import dataclasses
 import http.server
 import json
 import os
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support import loopback_http
 
 _EXCLUDED = ("tmp/", "lock")
 
@@ -134,14 +135,6 @@ def serve(user: str, token: str) -> Iterator[Front]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    front = Front(f"http://127.0.0.1:{server.server_address[1]}/", user, token)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with loopback_http.running(Handler) as url:
+        front = Front(url + "/", user, token)
         yield front
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)

@@ -29,6 +29,7 @@ MAIN = ["branch-main"]
 CANNOT_LIST = "the backend can neither list nor delete (the GitHub cache)"
 FEATURE = ["branch-feature", "branch-main"]
 PR = ["pr-7", "branch-feature", "branch-main"]
+TAG = ["tag-v1.2.0", "branch-main"]  # a tag build reads the default branch's cache
 TIME_STEP = 1.2  # over the coarsest clock a backend keeps
 
 
@@ -126,15 +127,16 @@ def test_newest_entry_wins_among_prefix_matches(store, tmp_path):
     assert (tmp_path / "r2" / "who").read_text() == "third"
 
 
-def test_a_pull_request_cannot_overwrite_the_default_branch(store, tmp_path):
+@pytest.mark.parametrize("writer", [PR, TAG], ids=["pull-request", "tag"])
+def test_another_scope_cannot_overwrite_the_default_branch(store, tmp_path, writer):
     source = make_tree(tmp_path / "source")
     save(store, MAIN, "k", source)
     before = store.get_entry("branch-main", "k")
     (source / "a.txt").write_text("poison\n")
-    assert save(store, PR, "k", source).scope == "pr-7"
+    assert save(store, writer, "k", source).scope == writer[0]
     assert store.get_entry("branch-main", "k") == before
-    scoped = ScopedStore(store, PR)
-    manifest = scoped.read_entry("pr-7", "k", "directory")
+    scoped = ScopedStore(store, writer)
+    manifest = scoped.read_entry(writer[0], "k", "directory")
     forged = Manifest(manifest.kind, "k", "branch-main", manifest.blobs, manifest.metadata)
     with pytest.raises(Exception, match="cannot write branch-main"):
         scoped.commit(forged)

@@ -1,38 +1,36 @@
 """Remote stores behind a fault proxy (tests/support/fault_proxy.py) in front of moto's
-S3 server and the registry: what a job sees when the network or the service fails.
+S3 server, the registry, and the GitHub cache service (v2, the loopback twirp service)
+with the azurite storage it signs URLs for: what a job sees when the network or the
+service fails. All three follow one policy, store/retry.py.
 
 A transient fault (one reset, one 500, one 429 with Retry-After: 1) is retried and the
 save or restore succeeds. A persistent fault makes ``cache save|restore`` exit 0 with
 a one-line warning (a restore is a miss) and the job goes on; with --strict, exit 3.
 A save cut midway leaves no partial entry. No credential shows in any output.
 
-Measured here, FIGURES below (CI_INTEGRATION_STORE_TIMEOUT=1, so a read timeout is
-1 s; the defaults are 30 s for S3 and 60 s for a registry). "Added" is the time one
-save or restore takes beyond a fault-free one, as these tests measure it (a 2-core
-machine; 0.0 means within noise):
+Measured here with -s (CI_INTEGRATION_STORE_TIMEOUT=1, so a read timeout is 1 s; the
+defaults are 30 s for S3, 60 s for a registry and the GitHub cache). "Added" is the
+time one save or restore takes beyond a fault-free one (a 2-core machine):
 
-    fault (every request)      backend  outcome                         added (s)
-    500                        s3       miss + warning / exit 3 strict  ~3.5
-    500                        oci      miss + warning / exit 3 strict  ~3.5
-    connection reset           s3       miss + warning / exit 3 strict  ~3.5
-    connection reset           oci      miss + warning / exit 3 strict  ~3.5
-    429, Retry-After: 1        s3       miss + warning / exit 3 strict  ~4.0
-    429, Retry-After: 1        oci      miss + warning / exit 3 strict  ~4.0
-    429, Retry-After: 60       s3       miss + warning at once          ~0.0
-    429, Retry-After: 60       oci      miss + warning at once          ~0.0
-    accepts, never answers     s3       miss + warning / exit 3 strict  ~2.5 (2 x T + 0.5)
-    accepts, never answers     oci      miss + warning / exit 3 strict  ~2.5 (2 x T + 0.5)
+    fault (every request)      backend       outcome                         added (s)
+    500                        s3, oci, gha  miss + warning / exit 3 strict  3.5
+    connection reset           s3, oci, gha  miss + warning / exit 3 strict  3.5
+    429, Retry-After: 1        s3, oci, gha  miss + warning / exit 3 strict  4.0
+    429, Retry-After too long  s3, oci, gha  miss + warning at once          0.0
+    accepts, never answers     s3, oci, gha  miss + warning / exit 3 strict  2.5 (2 x T + 0.5)
+    uploads never answered     s3, oci, gha  save warns                      2.6
 
-    fault (one request)        backend  outcome                         added (s)
-    reset, 500                 both     saved / exact hit               ~0.5
-    429, Retry-After: 1        both     saved / exact hit               ~1.0 (>= 1 asserted)
+    fault (one request)        backend       outcome                         added (s)
+    reset, 500                 all           saved / exact hit               0.5
+    429, Retry-After: 1        all           saved / exact hit               1.0 (>= 1 asserted)
 
-The bounds asserted: a persistent fault adds at most 3.5 s of backoff (0.5 + 1 + 2 over
-4 attempts), or what Retry-After asks, up to 10 s a wait (a longer one is not waited
-for), or, for a service that never answers, 2 read timeouts + 0.5 s: a request that
-timed out twice is not tried again. One failed request ends the save or restore. So
-with the default timeouts a dead S3 costs a job at most ~61 s an operation, a dead
-registry ~121 s; CI_INTEGRATION_STORE_TIMEOUT lowers both.
+"Too long" is over 10 s (S3, registry) or 60 s (the GitHub cache, whose limits are
+per minute). The bounds asserted: a persistent fault adds at most 3.5 s of backoff
+(0.5 + 1 + 2 over 4 attempts), or what Retry-After asks; for a service that never
+answers, 2 read timeouts + 0.5 s: a request that timed out twice is not tried again.
+One failed request ends the save or restore. So with the default timeouts a dead S3
+costs a job at most ~61 s an operation, a dead registry or GitHub cache ~121 s;
+CI_INTEGRATION_STORE_TIMEOUT lowers them.
 """
 
 from __future__ import annotations
@@ -51,7 +49,8 @@ import pytest
 
 from ci_integration.archive import pack
 from ci_integration.cli import main
-from ci_integration.store.registry_client import TIMEOUT_ENV
+from ci_integration.store import gha_http, retry
+from tests.store import gha_twirp_service
 from tests.store.conftest import (
     BUCKET_PREFIX,
     FAKE_ACCESS_KEY,
@@ -63,6 +62,7 @@ from tests.support.fault_proxy import AFTER, CUT, HANG, RESET, SLOW, STATUS, Fau
 from tests.unit.test_dircache import snapshot
 
 READ_TIMEOUT = 1.0  # CI_INTEGRATION_STORE_TIMEOUT in these tests
+TOO_LONG = "longer than the store waits"  # made a number for each remote
 BACKOFF = 0.5 + 1 + 2  # between 4 attempts
 SLACK = 2.5  # the CLI's own work, a client's set-up, a loaded machine
 PASSWORD = "registry-password-DO-NOT-PRINT-93c1"
@@ -74,7 +74,8 @@ PERSISTENT = {
     "500": (Fault(STATUS, status=500), BACKOFF),
     "reset": (Fault(RESET), BACKOFF),
     "429-retry-after-1": (Fault(STATUS, status=429, retry_after="1"), 1 + 1 + 2),
-    "429-retry-after-60": (Fault(STATUS, status=429, retry_after="60"), 0.0),
+    # Longer than the store waits for (10 s; a minute for the GitHub cache): not waited.
+    "429-retry-after-too-long": (Fault(STATUS, status=429, retry_after=TOO_LONG), 0.0),
     "hang": (Fault(HANG), 2 * READ_TIMEOUT + 0.5),
 }
 TRANSIENT = {
@@ -94,6 +95,7 @@ class Remote:
     blob_get: str  # a regex of the paths blobs are downloaded from
     blob_upload: tuple[str, str]  # the request that stores a blob's bytes
     entry_put: tuple[str, str]  # the request that writes an entry
+    max_retry_after: float = retry.MAX_RETRY_AFTER_SECONDS  # the longest Retry-After waited
 
 
 @dataclasses.dataclass
@@ -111,7 +113,7 @@ class Outcome:
 
 def job_env(base_env: dict[str, str]) -> dict[str, str]:
     return {**base_env, "JENKINS_URL": "https://ci.example.com/", "BRANCH_NAME": "main",
-            "BRANCH_IS_PRIMARY": "true", TIMEOUT_ENV: f"{READ_TIMEOUT:g}"}  # fmt: skip
+            "BRANCH_IS_PRIMARY": "true", retry.TIMEOUT_ENV: f"{READ_TIMEOUT:g}"}  # fmt: skip
 
 
 @pytest.fixture
@@ -140,9 +142,28 @@ def oci_remote(registry: Registry, base_env: dict[str, str], tmp_path: Path) -> 
                      ("PUT", r"/manifests/e-"))  # fmt: skip
 
 
-@pytest.fixture(params=["s3", "oci"])
+@pytest.fixture
+def gha_v2_remote(twirp_service, azurite: str, base_env: dict[str, str]) -> Iterator[Remote]:
+    """The GitHub cache service (v2) and the blob storage it signs URLs for, both
+    behind the proxy: its twirp calls routed to the service, the rest to azurite."""
+    service_address = urllib.parse.urlsplit(twirp_service.url).netloc
+    with FaultProxy(urllib.parse.urlsplit(azurite).netloc,
+                    routes={"/twirp/": service_address}) as proxy:  # fmt: skip
+        account = f"{proxy.url}/{gha_twirp_service.ACCOUNT}"
+        twirp_service.sign = lambda blob, permissions: gha_twirp_service.blob_sas_url(
+            account, blob, permissions)  # fmt: skip
+        env = {**job_env(base_env), **gha_twirp_service.job_env(twirp_service),
+               "ACTIONS_RESULTS_URL": proxy.url + "/"}  # fmt: skip
+        # The service names each blob of storage after the cache key it holds.
+        yield Remote("gha-v2", proxy, "gha://", env, (twirp_service.token,),
+                     r"/ci-integration-blob-", ("PUT", r"/ci-integration-blob-"),
+                     ("PUT", r"/ci-integration-entry-"),
+                     max_retry_after=gha_http.MAX_RETRY_AFTER_SECONDS)  # fmt: skip
+
+
+@pytest.fixture(params=["s3", "oci", "gha-v2"])
 def remote(request: pytest.FixtureRequest) -> Remote:
-    return request.getfixturevalue(f"{request.param}_remote")
+    return request.getfixturevalue(f"{request.param.replace('-', '_')}_remote")
 
 
 @pytest.fixture
@@ -214,6 +235,8 @@ def test_a_persistent_fault_warns_and_the_job_goes_on_or_strict_exits_3(remote, 
     baseline = run(remote, capsys, "restore", "--json")  # a clean miss, fault-free
     assert json.loads(baseline.out)["cache_hit"] == "miss"
     template, added = PERSISTENT[fault]
+    if template.retry_after == TOO_LONG:
+        template = dataclasses.replace(template, retry_after=f"{remote.max_retry_after + 1:g}")
     proxy.clear()
     proxy.add(dataclasses.replace(template))
     bound = baseline.seconds + added + SLACK

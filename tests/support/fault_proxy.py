@@ -1,7 +1,8 @@
-"""An HTTP/1.1 proxy on 127.0.0.1 (a free port), in threads, in front of one upstream
-HOST:PORT, that does what a flaky network or an overloaded service does, as a test
-scripts it: reset the connection, answer 500 or 429 with Retry-After, accept a
-request and never answer, cut a response halfway, or send it slowly.
+"""An HTTP/1.1 proxy on 127.0.0.1 (a free port), in threads, in front of an upstream
+HOST:PORT (or several, chosen by path prefix), that does what a flaky network or an
+overloaded service does, as a test scripts it: reset the connection, answer 500 or
+429 with Retry-After, accept a request and never answer, cut a response halfway, or
+send it slowly.
 
 Requests are framed (Content-Length or chunked bodies), so connections stay alive
 between requests as clients expect, and each request is judged on its own: the first
@@ -10,8 +11,9 @@ is passed on. Every request is recorded with what was done to it. The proxy is
 transparent otherwise: the Host header still names the proxy, so a service that
 builds URLs from it (a registry's upload locations) sends its clients back through.
 
-Anything speaking HTTP/1.1 over TCP can sit behind it: moto, a registry, a fake of
-the GitHub cache service (point its URL at ``proxy.url``)."""
+Anything speaking HTTP/1.1 over TCP can sit behind it: moto, a registry, the GitHub
+cache service and the blob storage it signs URLs for (point their URLs at
+``proxy.url``; ``routes`` sends the service's paths to it, the rest to storage)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Mapping
 
 PASS, RESET, STATUS, HANG, CUT, SLOW = "pass", "reset", "status", "hang", "cut", "slow"
 # Before: the request never reaches upstream. After: upstream did it, the answer is lost.
@@ -63,11 +65,12 @@ class Seen:
 
 
 class FaultProxy:
-    """Use as a context manager. ``upstream``: HOST:PORT."""
+    """Use as a context manager. ``upstream``: HOST:PORT; ``routes``: path prefix ->
+    HOST:PORT, for requests that go elsewhere."""
 
-    def __init__(self, upstream: str) -> None:
-        host, _, port = upstream.rpartition(":")
-        self.upstream = (host, int(port))
+    def __init__(self, upstream: str, *, routes: Mapping[str, str] | None = None) -> None:
+        self.upstream = _address(upstream)
+        self.routes = {prefix: _address(where) for prefix, where in (routes or {}).items()}
         self.seen: list[Seen] = []
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -164,8 +167,16 @@ class FaultProxy:
 
     # One client connection, request by request
 
+    def _upstream_for(self, target: str) -> tuple[str, int]:
+        for prefix, address in self.routes.items():
+            if target.startswith(prefix):
+                return address
+        return self.upstream
+
     def _serve(self, client: socket.socket) -> None:
-        reader, upstream, upstream_reader = _Reader(client), None, None
+        reader = _Reader(client)
+        # One connection to each upstream this client's requests went to, kept alive.
+        upstreams: dict[tuple[str, int], tuple[socket.socket, _Reader]] = {}
         try:
             while not self._stopping.is_set():
                 head = reader.head()
@@ -190,9 +201,11 @@ class FaultProxy:
                 if fault and fault.action == HANG:
                     self._hang(client)
                     return
-                if upstream is None or upstream_reader is None:
-                    upstream = self._track(socket.create_connection(self.upstream))
-                    upstream_reader = _Reader(upstream)
+                address = self._upstream_for(target)
+                if address not in upstreams:
+                    connection = self._track(socket.create_connection(address))
+                    upstreams[address] = (connection, _Reader(connection))
+                upstream, upstream_reader = upstreams[address]
                 upstream.sendall(head + body)
                 answer_head = upstream_reader.head()
                 if answer_head is None:
@@ -224,8 +237,8 @@ class FaultProxy:
             return
         finally:
             self._forget(client)
-            if upstream is not None:
-                self._forget(upstream)
+            for connection, _ in upstreams.values():
+                self._forget(connection)
 
     def _fault_before_body(self, client: socket.socket, method: str, fault: Fault) -> None:
         if fault.action == RESET:
@@ -309,6 +322,11 @@ class _Reader:
         return data
 
 
+def _address(host_port: str) -> tuple[str, int]:
+    host, _, port = host_port.rpartition(":")
+    return host, int(port)
+
+
 def _parse_request(head: bytes) -> tuple[str, str, dict[str, str]]:
     start, headers = _split_head(head)
     method, target, _ = start.split(" ", 2)
@@ -361,9 +379,3 @@ def _reset(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-@contextlib.contextmanager
-def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
-    with FaultProxy(upstream) as proxy:
-        yield proxy

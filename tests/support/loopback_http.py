@@ -1,5 +1,6 @@
-"""A JSON HTTP server on 127.0.0.1 (a free port) for API clients under test: each
-route answers a fixed JSON document; every request is recorded; stopped on exit."""
+"""HTTP servers on 127.0.0.1 (a free port) for clients under test: ``running`` serves
+any handler; ``serve`` answers each route with a fixed JSON document and records
+every request. Stopped on exit."""
 
 from __future__ import annotations
 
@@ -49,11 +50,20 @@ def serve(routes: Mapping[str, object]) -> Iterator[Server]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with running(Handler) as url:
+        yield Server(url, recorded)
+
+
+@contextlib.contextmanager
+def running(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served by threads on a free port of 127.0.0.1; yields the base URL
+    (no trailing slash). Stopped on exit."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True  # a client's kept-alive connection never holds the exit
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        yield Server(f"http://127.0.0.1:{server.server_address[1]}", recorded)
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

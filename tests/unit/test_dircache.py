@@ -169,14 +169,22 @@ def test_a_small_change_uploads_only_what_changed(store, tmp_path):
     assert snapshot(tmp_path / "r") == snapshot(source)
 
 
-def test_a_corrupt_blob_is_a_miss_and_is_removed(store, tmp_path):
+def flip_a_byte(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+
+def cut_in_half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("damage", [flip_a_byte, cut_in_half], ids=["flipped", "truncated"])
+def test_a_corrupt_blob_is_a_miss_and_is_removed(store, tmp_path, damage):
     source = make_tree(tmp_path / "source")
     save(store, MAIN, "k", source)
     biggest = max(store.list_blobs(), key=lambda b: b.size)
     path = store._blob_path(biggest.digest)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    path.write_bytes(damage(path.read_bytes()))
     target = tmp_path / "r"
     target.mkdir()
     (target / "keep").write_text("mine")
@@ -239,6 +247,8 @@ ROOT = [0, "", "d", 0o755, 0, 0, []]
             "not inside a folder",
         ),
         ([ROOT, [0, "dev", "c", 0o644, 0, 0, []]], "special file"),
+        # A hard link, as tar has them (to a file anywhere): the format has no such kind.
+        ([ROOT, [0, "passwd", "h", 0o644, 0, 0, []]], "special file"),
         ([ROOT, [0, "x", "f", 0o644, 0, 6, [0]], [0, "x", "f", 0o644, 0, 6, [0]]], "twice"),
         ([ROOT, [0, "x", "f", 0o644, 0, 600, [0]]], "do not add up"),
         ([ROOT, [0, "up", "l", 0o777, 0, 0, "../.."]], "leads outside"),

@@ -1,0 +1,123 @@
+"""The one retry policy of the remote stores' clients (S3, registry, GitHub cache,
+Jenkins): how long to wait for an answer, which failures to try again, how often,
+and how long to wait in between.
+
+A job must never hang on its cache. So a request is tried at most MAX_ATTEMPTS
+times, backing off 0.5, 1, 2 s (or what a 429 or 503's Retry-After asks, when that
+is at most MAX_RETRY_AFTER_SECONDS: a longer wait is not made and the request fails
+at once); a service that let one request time out twice is down, not busy, and is
+not asked again in this job. The worst a dead service costs one job is then two
+read timeouts, ``CI_INTEGRATION_STORE_TIMEOUT`` seconds each.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+
+import requests
+import urllib3.exceptions
+
+from ci_integration.errors import UsageError
+
+TIMEOUT_ENV = "CI_INTEGRATION_STORE_TIMEOUT"
+CONNECT_TIMEOUT_SECONDS = 5.0
+MAX_ATTEMPTS = 4
+MAX_TIMEOUTS = 2
+MAX_RETRY_AFTER_SECONDS = 10.0
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# What requests raises when a service cannot be reached or stops mid-answer.
+UNREACHABLE = (requests.ConnectionError, requests.Timeout,
+               requests.exceptions.ChunkedEncodingError)  # fmt: skip
+# requests raises a timeout met while reading a body as a ConnectionError.
+_READ_TIMEOUTS = (requests.Timeout, urllib3.exceptions.ReadTimeoutError)
+
+
+def read_timeout(env: Mapping[str, str], default: float) -> float:
+    """Seconds to wait for a byte of an answer: ``TIMEOUT_ENV`` or ``default``."""
+    text = env.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds (0 < s <= 3600)")
+    return seconds
+
+
+def timeouts(env: Mapping[str, str], default_read: float) -> tuple[float, float]:
+    """(connect, read) timeouts for requests."""
+    read = read_timeout(env, default_read)
+    return min(CONNECT_TIMEOUT_SECONDS, read), read
+
+
+def backoff(failures: int) -> float:
+    """The wait after the ``failures``-th failed attempt: 0.5, 1, 2 s."""
+    return 0.5 * 2 ** (failures - 1)
+
+
+def retry_after(headers: Mapping[str, str]) -> float:
+    """Seconds the service asked to wait: Retry-After (seconds or an HTTP date), or
+    AWS's x-amz-retry-after (milliseconds); 0 when it asked nothing it could mean."""
+    try:
+        if headers.get("x-amz-retry-after"):
+            return max(float(headers["x-amz-retry-after"]) / 1000, 0.0)
+        value = (headers.get("Retry-After") or "").strip()
+        if not value:
+            return 0.0
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+            return max(when - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def timed_out(exc: BaseException) -> bool:
+    cause = exc.args[0] if exc.args else None
+    return isinstance(exc, _READ_TIMEOUTS) or isinstance(cause, _READ_TIMEOUTS)
+
+
+class Attempts:
+    """One request's attempts: after each failure, how long to wait before the next
+    one, or None to give up. ``max_retry_after``: the longest Retry-After waited for."""
+
+    def __init__(self, *, max_retry_after: float = MAX_RETRY_AFTER_SECONDS) -> None:
+        self.max_retry_after = max_retry_after
+        self.failures = 0
+        self.timeouts = 0
+
+    def after_exception(self, exc: BaseException) -> float | None:
+        self.failures += 1
+        self.timeouts += timed_out(exc)
+        if self.failures >= MAX_ATTEMPTS or self.timeouts >= MAX_TIMEOUTS:
+            return None
+        return backoff(self.failures)
+
+    def after_status(self, status: int, headers: Mapping[str, str]) -> float | None:
+        """None also for an answer that is not worth another attempt."""
+        if status not in RETRY_STATUSES:
+            return None
+        self.failures += 1
+        asked = retry_after(headers)
+        if self.failures >= MAX_ATTEMPTS or asked > self.max_retry_after:
+            return None
+        return max(asked, backoff(self.failures))
+
+    def describe(self, exc: BaseException, read_timeout_seconds: float) -> str:
+        """Why the request was given up, for a one-line message (never a URL: a signed
+        one is a secret, and requests' own text quotes it)."""
+        if self.timeouts:
+            cause = f"no answer within {read_timeout_seconds:g} s"
+        elif isinstance(exc, requests.ConnectTimeout):
+            cause = f"no connection within {CONNECT_TIMEOUT_SECONDS:g} s"
+        elif isinstance(exc, requests.ConnectionError):
+            cause = "cannot connect or the connection broke"
+        else:
+            cause = type(exc).__name__
+        return f"{cause}, {self.failures} attempts"
