@@ -73,6 +73,17 @@ def job_env(base_env, engine, workdir: Path) -> dict[str, str]:
     }
 
 
+def engine_goes_away(cli: CLI, engine, signum: int, *, once_printed: str) -> int:
+    """Stops the engine with ``signum`` once the CLI has printed ``once_printed``; the
+    CLI's exit code. The CLI is killed if it outlives the test."""
+    try:
+        cli.wait_for(once_printed, timeout=120)
+        engine.stop(signum)
+        return cli.finish(timeout=120)
+    finally:
+        cli.kill()
+
+
 def assert_one_error_line(cli: CLI, *expected: str) -> None:
     errors = [line for line in cli.stderr if line.startswith("ci-integration: error:")]
     assert len(errors) == 1 and cli.stderr[-1] == errors[0], cli.stderr
@@ -99,12 +110,7 @@ def test_a_build_whose_engine_goes_away_ends_in_one_line_and_exit_4(
     env = job_env(base_env, engine_up, workdir)
     cli = CLI(["build", str(project), "-t", "ci-integration-test/faults:1", "--builder", builder,
                "--docker", "/usr/bin/docker"], env, workdir)  # fmt: skip
-    try:
-        cli.wait_for(SLOW_MARKER, timeout=120)
-        engine_up.stop(STOPS[stop])
-        code = cli.finish(timeout=120)
-    finally:
-        cli.kill()
+    code = engine_goes_away(cli, engine_up, STOPS[stop], once_printed=SLOW_MARKER)
     assert code == 4, cli.stderr
     assert_one_error_line(cli, "the Docker engine stopped answering")
     # Nothing half-written: every entry the store has names only blobs it has.
@@ -122,12 +128,7 @@ def test_a_run_whose_engine_goes_away_leaves_nothing_after_cleanup(
         base = base_images.busybox_image(client)
     env = job_env(base_env, engine_up, workdir)
     cli = CLI(["run", base, "sh", "-c", "echo started; sleep 300"], env, workdir)
-    try:
-        cli.wait_for("started", timeout=60)
-        engine_up.stop(STOPS[stop])
-        code = cli.finish(timeout=60)
-    finally:
-        cli.kill()
+    code = engine_goes_away(cli, engine_up, STOPS[stop], once_printed="started")
     assert code == 4, cli.stderr
     assert_one_error_line(cli, "the Docker engine stopped answering")
     # Said once, with what to do about the container: not a warning a stage.
