@@ -3,9 +3,10 @@ Jenkins): how long to wait for an answer, which failures to try again, how often
 and how long to wait in between.
 
 A job must never hang on its cache. So a request is tried at most MAX_ATTEMPTS
-times, backing off 0.5, 1, 2 s (or what a 429 or 503's Retry-After asks, when that
-is at most MAX_RETRY_AFTER_SECONDS: a longer wait is not made and the request fails
-at once); a service that let one request time out twice is down, not busy, and is
+times, backing off 0.5, 1, 2 s, each up to half again at random so that a save's
+parallel uploads do not retry in step (or what a 429 or 503's Retry-After asks, when
+that is at most MAX_RETRY_AFTER_SECONDS: a longer wait is not made and the request
+fails at once); a service that let one request time out twice is down, not busy, and is
 not asked again in this job. The worst a dead service costs one job is then two
 read timeouts, ``CI_INTEGRATION_STORE_TIMEOUT`` seconds each.
 """
@@ -13,6 +14,7 @@ read timeouts, ``CI_INTEGRATION_STORE_TIMEOUT`` seconds each.
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 from collections.abc import Mapping
 
@@ -26,6 +28,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_ATTEMPTS = 4
 MAX_TIMEOUTS = 2
 MAX_RETRY_AFTER_SECONDS = 10.0
+JITTER = 0.5  # a backoff is stretched by up to this share of itself
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 # What requests raises when a service cannot be reached or stops mid-answer.
@@ -56,8 +59,8 @@ def timeouts(env: Mapping[str, str], default_read: float) -> tuple[float, float]
 
 
 def backoff(failures: int) -> float:
-    """The wait after the ``failures``-th failed attempt: 0.5, 1, 2 s."""
-    return 0.5 * 2 ** (failures - 1)
+    """The wait after the ``failures``-th failed attempt: 0.5, 1, 2 s, stretched."""
+    return 0.5 * 2 ** (failures - 1) * (1 + random.uniform(0, JITTER))
 
 
 def retry_after(headers: Mapping[str, str]) -> float:

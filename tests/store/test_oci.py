@@ -34,7 +34,7 @@ MIB = 1024 * 1024
 PASSWORD = "reg-password-DO-NOT-PRINT-5d1e"
 OCI = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-UNREACHABLE_BOUND_SECONDS = 20  # four attempts, 3.5 s of backoff, plus Python's start
+UNREACHABLE_BOUND_SECONDS = 20  # four attempts, at most 5.25 s of backoff, plus Python's start
 
 
 @pytest.fixture

@@ -13,20 +13,21 @@ defaults are 30 s for S3, 60 s for a registry and the GitHub cache). "Added" is 
 time one save or restore takes beyond a fault-free one (a 2-core machine):
 
     fault (every request)      backend       outcome                         added (s)
-    500                        s3, oci, gha  miss + warning / exit 3 strict  3.5
-    connection reset           s3, oci, gha  miss + warning / exit 3 strict  3.5
-    429, Retry-After: 1        s3, oci, gha  miss + warning / exit 3 strict  4.0
+    500                        s3, oci, gha  miss + warning / exit 3 strict  3.5 to 5.3
+    connection reset           s3, oci, gha  miss + warning / exit 3 strict  3.5 to 5.3
+    429, Retry-After: 1        s3, oci, gha  miss + warning / exit 3 strict  4.0 to 5.5
     429, Retry-After too long  s3, oci, gha  miss + warning at once          0.0
     accepts, never answers     s3, oci, gha  miss + warning / exit 3 strict  2.5 (2 x T + 0.5)
     uploads never answered     s3, oci, gha  save warns                      2.6
 
     fault (one request)        backend       outcome                         added (s)
-    reset, 500                 all           saved / exact hit               0.5
+    reset, 500                 all           saved / exact hit               0.5 to 0.75
     429, Retry-After: 1        all           saved / exact hit               1.0 (>= 1 asserted)
 
 "Too long" is over 10 s (S3, registry) or 60 s (the GitHub cache, whose limits are
-per minute). The bounds asserted: a persistent fault adds at most 3.5 s of backoff
-(0.5 + 1 + 2 over 4 attempts), or what Retry-After asks; for a service that never
+per minute). The bounds asserted: a persistent fault adds at most 5.25 s of backoff
+(0.5 + 1 + 2 over 4 attempts, each stretched by up to half at random), or what
+Retry-After asks; for a service that never
 answers, 2 read timeouts + 0.5 s: a request that timed out twice is not tried again.
 One failed request ends the save or restore. So with the default timeouts a dead S3
 costs a job at most ~61 s an operation, a dead registry or GitHub cache ~121 s;
@@ -63,7 +64,7 @@ from tests.unit.test_dircache import snapshot
 
 READ_TIMEOUT = 1.0  # CI_INTEGRATION_STORE_TIMEOUT in these tests
 TOO_LONG = "longer than the store waits"  # made a number for each remote
-BACKOFF = 0.5 + 1 + 2  # between 4 attempts
+BACKOFF = (0.5 + 1 + 2) * (1 + retry.JITTER)  # between 4 attempts, at the most
 SLACK = 2.5  # the CLI's own work, a client's set-up, a loaded machine
 PASSWORD = "registry-password-DO-NOT-PRINT-93c1"
 KEY = "deps-1"
@@ -73,7 +74,10 @@ PROGRAM = "ci-integration: "  # how each log line starts
 PERSISTENT = {
     "500": (Fault(STATUS, status=500), BACKOFF),
     "reset": (Fault(RESET), BACKOFF),
-    "429-retry-after-1": (Fault(STATUS, status=429, retry_after="1"), 1 + 1 + 2),
+    "429-retry-after-1": (
+        Fault(STATUS, status=429, retry_after="1"),
+        1 + (1 + 2) * (1 + retry.JITTER),
+    ),
     # Longer than the store waits for (10 s; a minute for the GitHub cache): not waited.
     "429-retry-after-too-long": (Fault(STATUS, status=429, retry_after=TOO_LONG), 0.0),
     "hang": (Fault(HANG), 2 * READ_TIMEOUT + 0.5),

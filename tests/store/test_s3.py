@@ -30,7 +30,7 @@ from tests.store.conftest import (
 from tests.unit.test_dircache import make_tree
 
 MIB = 1024 * 1024
-# Connection refused: five attempts, under a second of backoff, plus Python's start.
+# Connection refused: four attempts, at most 5.25 s of backoff, plus Python's start.
 UNREACHABLE_BOUND_SECONDS = 20
 
 
