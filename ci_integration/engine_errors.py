@@ -22,6 +22,8 @@ ENGINE_EXCEPTIONS = (
     requests.RequestException,
     urllib3.exceptions.HTTPError,
 )
+# Of those, what says the engine could not be reached at all.
+_LOST = (requests.ConnectionError, ConnectionError, urllib3.exceptions.ProtocolError)
 
 
 @contextlib.contextmanager
@@ -54,8 +56,7 @@ def lost_connection(exc: BaseException) -> bool:
     here or in what docker-py wrapped."""
     seen: BaseException | None = exc
     while seen is not None:
-        lost = (requests.ConnectionError, ConnectionError, urllib3.exceptions.ProtocolError)
-        if isinstance(seen, lost):
+        if isinstance(seen, _LOST):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

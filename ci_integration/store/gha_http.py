@@ -6,19 +6,14 @@ are signed, and their query string is a secret; nor the runtime token.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import requests
-import requests.adapters
 
-from ci_integration import __version__
 from ci_integration.store import retry
-
-log = logging.getLogger(__name__)
 
 READ_TIMEOUT_SECONDS = 60.0  # retry.TIMEOUT_ENV sets it
 # GitHub counts uploads a minute: its Retry-After may ask for up to a minute, which
@@ -53,12 +48,7 @@ class Transport:
         # wait than we make): later requests fail at once, so a dead service costs one
         # request's retries, not one for each of a job's hundred blobs.
         self.unreachable: dict[str, str] = {}
-        self.session = requests.Session()
-        self.session.trust_env = False  # the job's env mapping decides, not os.environ
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = f"ci-integration/{__version__}"
+        self.session = retry.session(env, pool_connections=POOL_CONNECTIONS)
 
     def request(
         self,
@@ -78,35 +68,23 @@ class Transport:
         where = f"{self.name} at {host}"
         if host in self.unreachable:
             raise OSError(f"{where}: {what} failed: {self.unreachable[host]}")
-        attempts = retry.Attempts(max_retry_after=MAX_RETRY_AFTER_SECONDS)
-        while True:
-            try:
-                response = self.session.request(
-                    method, url, headers=headers, json=json, data=data,
-                    allow_redirects=follow_redirects, timeout=self.timeout,
-                )  # fmt: skip
-            except retry.UNREACHABLE as exc:
-                wait = attempts.after_exception(exc)
-                if wait is None:
-                    reason = attempts.describe(exc, self.timeout[1])
-                    self.unreachable[host] = f"{reason}, given up for this job"
-                    raise OSError(f"{where}: {what} failed: {reason}") from None
-                self.sleep(wait)
-                continue
-            except requests.RequestException as exc:
-                raise OSError(f"{where}: {what} failed: {type(exc).__name__}") from None
-            status = response.status_code
-            if status < 300 or status in passed:
-                return response
-            wait = attempts.after_status(status, response.headers)
-            if wait is None:
-                failure = self._failure(response, f"{where}: {what} failed", attempts.failures)
-                if status in retry.RETRY_STATUSES:
-                    self.unreachable[host] = f"HTTP {status}, given up for this job"
-                raise failure
-            if status == 429:
-                log.debug("the %s asks to slow down: waiting %.0f s", self.name, wait)
-            self.sleep(wait)
+        try:
+            response, attempts = retry.send(
+                self.session, method, url, timeout=self.timeout,
+                max_retry_after=MAX_RETRY_AFTER_SECONDS, sleep=self.sleep, headers=headers,
+                json=json, data=data, allow_redirects=follow_redirects,
+            )  # fmt: skip
+        except retry.Unanswered as exc:
+            self.unreachable[host] = f"{exc.cause}, given up for this job"
+            raise OSError(f"{where}: {what} failed: {exc.cause}") from None
+        except requests.RequestException as exc:
+            raise OSError(f"{where}: {what} failed: {type(exc).__name__}") from None
+        status = response.status_code
+        if status < 300 or status in passed:
+            return response
+        if status in retry.RETRY_STATUSES:
+            self.unreachable[host] = f"HTTP {status}, given up for this job"
+        raise self._failure(response, f"{where}: {what} failed", attempts.failures)
 
     def _failure(self, response: requests.Response, prefix: str, attempts: int) -> OSError:
         status = response.status_code

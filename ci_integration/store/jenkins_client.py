@@ -15,18 +15,13 @@ manager's storage, which gets no Authorization header from requests).
 from __future__ import annotations
 
 import dataclasses
-import logging
-import time
 import urllib.parse
 from collections.abc import Mapping
 
 import requests
-import requests.adapters
 
 from ci_integration.store import retry
 from ci_integration.store.jenkins_jobs import job_url_path
-
-log = logging.getLogger(__name__)
 
 READ_TIMEOUT_SECONDS = 30.0  # retry.TIMEOUT_ENV sets it
 POOL_CONNECTIONS = 16  # restores fetch packs ahead in threads
@@ -49,14 +44,9 @@ class JenkinsClient:
                                              "", ""))  # fmt: skip
         self.where = f"Jenkins at {self.base}"
         self.timeout = retry.timeouts(env, READ_TIMEOUT_SECONDS)
-        self._session = requests.Session()
-        self._session.trust_env = False  # the job's mapping, not this process's environment
-        self._session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or True
+        self._session = retry.session(env, pool_connections=POOL_CONNECTIONS)
         if env.get("JENKINS_USER") and env.get("JENKINS_TOKEN"):
             self._session.auth = (env["JENKINS_USER"], env["JENKINS_TOKEN"])
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
         self._down: str | None = None
 
     def last_successful(self, job: str) -> Build | None:
@@ -104,35 +94,23 @@ class JenkinsClient:
         if self._down:
             raise ConnectionError(self._down)
         url = self.base + path
-        attempts = retry.Attempts()
-        while True:
-            try:
-                response = self._session.get(url, timeout=self.timeout)
-            except retry.UNREACHABLE as exc:
-                delay = attempts.after_exception(exc)
-                if delay is None:
-                    cause = attempts.describe(exc, self.timeout[1])
-                    self._down = f"{self.where} did not answer earlier ({cause})"
-                    raise ConnectionError(f"{self.where} did not answer {what} ({cause})") from None
-                time.sleep(delay)
-                continue
-            except requests.RequestException as exc:
-                raise OSError(f"{self.where} failed {what}: {type(exc).__name__}") from None
-            status = response.status_code
-            delay = attempts.after_status(status, response.headers)
-            if delay is not None:
-                log.debug("retrying %s at %s: HTTP %d", what, self.base, status)
-                time.sleep(delay)
-                continue
-            if status == 200:
-                return response
-            if status == 404:
-                return None
-            if status in (401, 403):
-                raise PermissionError(f"{self.where} refused {what} (HTTP {status}): set "
-                                      "JENKINS_USER and JENKINS_TOKEN (an API token) of a "
-                                      "user who may read the job")  # fmt: skip
-            tried = f", {attempts.failures} attempts" if attempts.failures > 1 else ""
-            if status in retry.RETRY_STATUSES:
-                self._down = f"{self.where} failed earlier (HTTP {status}{tried})"
-            raise OSError(f"{self.where} failed {what}: HTTP {status}{tried}")
+        try:
+            response, attempts = retry.send(self._session, "GET", url, timeout=self.timeout)
+        except retry.Unanswered as exc:
+            self._down = f"{self.where} did not answer earlier ({exc.cause})"
+            raise ConnectionError(f"{self.where} did not answer {what} ({exc.cause})") from None
+        except requests.RequestException as exc:
+            raise OSError(f"{self.where} failed {what}: {type(exc).__name__}") from None
+        status = response.status_code
+        if status == 200:
+            return response
+        if status == 404:
+            return None
+        if status in (401, 403):
+            raise PermissionError(f"{self.where} refused {what} (HTTP {status}): set "
+                                  "JENKINS_USER and JENKINS_TOKEN (an API token) of a "
+                                  "user who may read the job")  # fmt: skip
+        tried = f", {attempts.failures} attempts" if attempts.failures > 1 else ""
+        if status in retry.RETRY_STATUSES:
+            self._down = f"{self.where} failed earlier (HTTP {status}{tried})"
+        raise OSError(f"{self.where} failed {what}: HTTP {status}{tried}")

@@ -17,7 +17,6 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import requests
-import requests.adapters
 
 from ci_integration.store import retry
 
@@ -79,12 +78,7 @@ class RegistryClient:
         self.timeout = retry.timeouts(env, READ_TIMEOUT_SECONDS)
         self._config = docker_config_path(env)
         self._login = docker_login(host, env)
-        self._session = requests.Session()
-        self._session.trust_env = False  # the job's mapping, not this process's environment
-        self._session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or True
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_CONNECTIONS)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self._session = retry.session(env, pool_connections=POOL_CONNECTIONS)
         self._authorization: str | None = None
         self._scopes: dict[str, set[str]] = {}  # token scopes asked for: resource -> actions
         self._auth_lock = threading.Lock()

@@ -16,11 +16,13 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import requests
+import requests.adapters
 import urllib3.exceptions
 
+from ci_integration import __version__
 from ci_integration.errors import UsageError
 
 TIMEOUT_ENV = "CI_INTEGRATION_STORE_TIMEOUT"
@@ -56,6 +58,57 @@ def timeouts(env: Mapping[str, str], default_read: float) -> tuple[float, float]
     """(connect, read) timeouts for requests."""
     read = read_timeout(env, default_read)
     return min(CONNECT_TIMEOUT_SECONDS, read), read
+
+
+def session(env: Mapping[str, str], *, pool_connections: int) -> requests.Session:
+    """A requests session as every store's client needs one: the job's mapping (never
+    this process's environment) decides, a private CA from ``REQUESTS_CA_BUNDLE`` or
+    ``SSL_CERT_FILE``, a pool for the packer's threads."""
+    made = requests.Session()
+    made.trust_env = False
+    made.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("SSL_CERT_FILE") or True
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=pool_connections)
+    made.mount("https://", adapter)
+    made.mount("http://", adapter)
+    made.headers["User-Agent"] = f"ci-integration/{__version__}"
+    return made
+
+
+class Unanswered(Exception):
+    """The service was not reached, or stopped answering, through a request's attempts."""
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__(cause)
+
+
+def send(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    timeout: tuple[float, float],
+    max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    **kwargs,
+) -> tuple[requests.Response, Attempts]:
+    """The first answer not worth another attempt (it may be an error status: the
+    caller judges it), and the attempts it took. Unanswered when every attempt met a
+    lost connection or a timeout; any other failure of requests as it is."""
+    attempts = Attempts(max_retry_after=max_retry_after)
+    while True:
+        try:
+            response = session.request(method, url, timeout=timeout, **kwargs)
+        except UNREACHABLE as exc:
+            wait = attempts.after_exception(exc)
+            if wait is None:
+                raise Unanswered(attempts.describe(exc, timeout[1])) from None
+            sleep(wait)
+            continue
+        wait = attempts.after_status(response.status_code, response.headers)
+        if wait is None:
+            return response, attempts
+        sleep(wait)
 
 
 def backoff(failures: int) -> float:
