@@ -88,18 +88,21 @@ class RegistryClient:
 
     def request(
         self, method: str, url: str, what: str, *, expect: Collection[int],
-        absent: Collection[int] = (404,), **kwargs,
+        absent: Collection[int] = (404,), transient_codes: Collection[str] = (), **kwargs,
     ) -> requests.Response | None:  # fmt: skip
         """The response if its status is in ``expect``, None if in ``absent``; any other
-        answer raises a one-line OSError."""
-        response, attempts = self._send(method, url, what, **kwargs)
+        answer raises a one-line OSError. ``transient_codes``: registry error codes
+        (DIGEST_INVALID...) that, for this request, are worth another attempt."""
+        response, attempts = self._send(method, url, what, transient_codes, **kwargs)
         if response.status_code in expect:
             return response
         if response.status_code in absent:
             return None
         raise self._failure(method, response, what, attempts)
 
-    def _send(self, method: str, url: str, what: str, **kwargs) -> tuple[requests.Response, int]:
+    def _send(
+        self, method: str, url: str, what: str, transient_codes: Collection[str], **kwargs
+    ) -> tuple[requests.Response, int]:
         """The answer, and how many attempts it took."""
         if self._gave_up:
             raise ConnectionError(f"the registry did not answer {what} at {self.where} "
@@ -131,14 +134,17 @@ class RegistryClient:
                 challenged = True  # a login refused a second time is a refusal
                 self._answer_challenge(response, sent, what)
                 continue
-            if response.status_code in retry.RETRY_STATUSES:
-                delay = attempts.after_status(response.status_code, response.headers)
+            busy = response.status_code in retry.RETRY_STATUSES
+            if busy or (transient_codes and _error_code(response) in transient_codes):
+                delay = attempts.after_status(response.status_code, response.headers,
+                                              transient=True)  # fmt: skip
                 if delay is not None:
                     log.debug("retrying %s at %s: HTTP %d", what, self.where,
                               response.status_code)  # fmt: skip
                     time.sleep(delay)
                     continue
-                self._gave_up = f"HTTP {response.status_code}, {attempts.failures} attempts"
+                if busy:  # a registry that keeps refusing an answer is down
+                    self._gave_up = f"HTTP {response.status_code}, {attempts.failures} attempts"
                 return response, attempts.failures
             return response, attempts.failures + 1
 

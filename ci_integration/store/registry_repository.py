@@ -93,10 +93,15 @@ class Repository:
         return None if found is None else f"sha256:{hashlib.sha256(found.content).hexdigest()}"
 
     def put_manifest(self, tag: str, document: dict[str, Any], what: str) -> str:
-        """Tag the manifest; returns its digest."""
+        """Tag the manifest; returns its digest.
+
+        A DIGEST_INVALID answer is tried again: the digests are this tool's own, and
+        distribution (2.8 at least) gives it when another job's upload of a blob the
+        manifest names rewrites that blob's link file while the PUT reads it."""
         body = json.dumps(document, separators=(",", ":")).encode()
         url, headers = f"{self.path}/manifests/{tag}", {"Content-Type": OCI_MANIFEST}
-        self.client.request("PUT", url, what, expect=(201,), absent=(), data=body, headers=headers)
+        self.client.request("PUT", url, what, expect=(201,), absent=(), data=body,
+                            headers=headers, transient_codes=("DIGEST_INVALID",))  # fmt: skip
         return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
     def delete_manifest(self, digest: str, what: str) -> None:

@@ -155,9 +155,12 @@ class Attempts:
             return None
         return backoff(self.failures)
 
-    def after_status(self, status: int, headers: Mapping[str, str]) -> float | None:
-        """None also for an answer that is not worth another attempt."""
-        if status not in RETRY_STATUSES:
+    def after_status(
+        self, status: int, headers: Mapping[str, str], *, transient: bool = False
+    ) -> float | None:
+        """None also for an answer that is not worth another attempt: one whose status
+        is not in RETRY_STATUSES, unless the caller knows it ``transient``."""
+        if status not in RETRY_STATUSES and not transient:
             return None
         self.failures += 1
         asked = retry_after(headers)

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -124,6 +125,43 @@ def test_prune_drops_entries_but_no_blob_and_an_entry_needs_its_blobs(backend_oc
     with pytest.raises(OSError, match="MANIFEST_BLOB_UNKNOWN"):
         store.put_entry("branch-main", "k", entry_json("k", "branch-main", b"never stored"))
     assert [e.key for e in store.list_entries()] == ["new"]
+
+
+def test_entries_commit_while_other_jobs_upload_the_blobs_they_name(backend_oci):
+    """distribution rewrites a blob's link file on every upload of it, and a manifest
+    PUT that reads the file meanwhile is refused with DIGEST_INVALID (5 % of the PUTs
+    here before the PUT was tried again): jobs saving shared pieces meet that."""
+    store = backend_oci.open()
+    shared = [os.urandom(1000) for _ in range(3)]
+    for blob in shared:
+        store.put_blob(digest_of(blob), blob)
+    uploading, failures = threading.Event(), []
+
+    def upload_again() -> None:
+        other_job = backend_oci.open()
+        while not uploading.is_set():
+            for blob in shared:
+                other_job.put_blob(digest_of(blob), blob)
+
+    def commit(job: int) -> None:
+        for number in range(60):
+            key = f"job{job}-{number}"
+            try:
+                store.put_entry("branch-main", key, entry_json(key, "branch-main", *shared))
+            except OSError as exc:
+                failures.append(str(exc))
+
+    uploaders = [threading.Thread(target=upload_again) for _ in range(4)]
+    committers = [threading.Thread(target=commit, args=(job,)) for job in range(3)]
+    for thread in uploaders + committers:
+        thread.start()
+    for thread in committers:
+        thread.join()
+    uploading.set()
+    for thread in uploaders:
+        thread.join()
+    assert failures == []
+    assert len(store.list_entries("branch-main")) == 180
 
 
 def test_tags_for_long_and_odd_keys_stay_valid_and_distinct(backend_oci):

@@ -18,18 +18,24 @@ import json, os, subprocess, sys
 from pathlib import Path
 worker, rounds, store = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 cli = [sys.executable, "-m", "ci_integration", "cache"]
+
+
+def run(*args, cwd):
+    done = subprocess.run([*cli, *args], cwd=cwd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(args[:2])} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
 for i in range(rounds):
     home = Path(f"w{worker}-{i}")
     (home / "data").mkdir(parents=True)
     content = os.urandom(200_000)
     (home / "data" / "blob").write_bytes(content)
     key = f"job-{worker}-{i}"
-    subprocess.run([*cli, "save", "data", "--key", key, "--strict", "--store", store],
-                   cwd=home, check=True, capture_output=True)
+    run("save", "data", "--key", key, "--strict", "--store", store, cwd=home)
     (home / "data" / "blob").unlink()
-    out = subprocess.run([*cli, "restore", "data", "--key", key, "--json", "--strict",
-                          "--store", store], cwd=home, check=True, capture_output=True,
-                         text=True).stdout
+    out = run("restore", "data", "--key", key, "--json", "--strict", "--store", store, cwd=home)
     hit = json.loads(out)["cache_hit"]
     restored = (home / "data" / "blob")
     if hit == "exact":
