@@ -57,18 +57,35 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     previous = _raise_on_termination()
     try:
         return args.handler(args, env)
-    except Interrupted as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    except CIIntegrationError as exc:
-        log.error("%s", exc, exc_info=args.debug)
-        return exc.exit_code
     except KeyboardInterrupt:
         log.error("interrupted by SIGINT")
         return 130
+    except Exception as exc:
+        failure = interruption_behind(exc) or exc
+        if isinstance(failure, Interrupted):
+            log.error("%s", failure)
+            return failure.exit_code
+        if not isinstance(failure, CIIntegrationError):
+            raise  # a bug: its traceback is the report
+        log.error("%s", failure, exc_info=args.debug)
+        return failure.exit_code
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def interruption_behind(exc: BaseException) -> Interrupted | None:
+    """The signal behind a failure: a library that catches every Exception wraps the
+    Interrupted a signal handler raised inside it (docker-py's version check makes it
+    a DockerException), and the job must still exit as a signalled one does."""
+    seen: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in seen:  # a chain can loop back on itself
+        if isinstance(link, Interrupted):
+            return link
+        seen.append(link)
+        link = link.__cause__ or link.__context__
+    return None
 
 
 def _raise_on_termination() -> dict[int, object]:
