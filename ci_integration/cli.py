@@ -16,7 +16,7 @@ from ci_integration.commands import cleanup as cleanup_command
 from ci_integration.commands import context as context_command
 from ci_integration.commands import image as image_command
 from ci_integration.commands import run as run_command
-from ci_integration.errors import CIIntegrationError, Interrupted
+from ci_integration.errors import CIIntegrationError, Interrupted, found_behind
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log.error("interrupted by SIGINT")
         return 130
     except Exception as exc:
-        failure = interruption_behind(exc) or exc
+        # A signal wrapped by a library that catches every Exception (docker-py's
+        # version check) still exits as a signalled job does.
+        failure = found_behind(exc, Interrupted) or exc
         if isinstance(failure, Interrupted):
             log.error("%s", failure)
             return failure.exit_code
@@ -72,20 +74,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def interruption_behind(exc: BaseException) -> Interrupted | None:
-    """The signal behind a failure: a library that catches every Exception wraps the
-    Interrupted a signal handler raised inside it (docker-py's version check makes it
-    a DockerException), and the job must still exit as a signalled one does."""
-    seen: list[BaseException] = []
-    link: BaseException | None = exc
-    while link is not None and link not in seen:  # a chain can loop back on itself
-        if isinstance(link, Interrupted):
-            return link
-        seen.append(link)
-        link = link.__cause__ or link.__context__
-    return None
 
 
 def _raise_on_termination() -> dict[int, object]:

@@ -11,7 +11,7 @@ import docker.errors
 import requests
 import urllib3.exceptions
 
-from ci_integration.errors import EngineError, EngineGone
+from ci_integration.errors import EngineError, EngineGone, found_behind
 
 ENGINE_GONE = "the Docker engine stopped answering (is dockerd still running?)"
 
@@ -54,9 +54,4 @@ def explain(exc: BaseException) -> str:
 def lost_connection(exc: BaseException) -> bool:
     """Whether the engine could not be reached at all (no socket, refused, reset),
     here or in what docker-py wrapped."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, _LOST):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return found_behind(exc, _LOST) is not None

@@ -92,3 +92,17 @@ class Interrupted(CIIntegrationError):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+def found_behind(exc: BaseException, kinds: type | tuple[type, ...]) -> BaseException | None:
+    """``exc`` or the first exception behind it (its cause, else its context) that is
+    one of ``kinds``: libraries wrap what they catch, the engine's lost connection or
+    the Interrupted a signal handler raised inside them."""
+    seen: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in seen:  # a chain can loop back on itself
+        if isinstance(link, kinds):
+            return link
+        seen.append(link)
+        link = link.__cause__ or link.__context__
+    return None

@@ -116,6 +116,18 @@ def backoff(failures: int) -> float:
     return 0.5 * 2 ** (failures - 1) * (1 + random.uniform(0, JITTER))
 
 
+def wait_after_refusal(
+    failures: int, headers: Mapping[str, str], max_retry_after: float = MAX_RETRY_AFTER_SECONDS
+) -> float | None:
+    """The wait after the ``failures``-th refusal (429, 5xx...): the backoff, or what
+    the service asked when that is longer; None when the attempts are used up or it
+    asked for more than ``max_retry_after``."""
+    asked = retry_after(headers)
+    if failures >= MAX_ATTEMPTS or asked > max_retry_after:
+        return None
+    return max(asked, backoff(failures))
+
+
 def retry_after(headers: Mapping[str, str]) -> float:
     """Seconds the service asked to wait: Retry-After (seconds or an HTTP date), or
     AWS's x-amz-retry-after (milliseconds); 0 when it asked nothing it could mean."""
@@ -163,10 +175,7 @@ class Attempts:
         if status not in RETRY_STATUSES and not transient:
             return None
         self.failures += 1
-        asked = retry_after(headers)
-        if self.failures >= MAX_ATTEMPTS or asked > self.max_retry_after:
-            return None
-        return max(asked, backoff(self.failures))
+        return wait_after_refusal(self.failures, headers, self.max_retry_after)
 
     def describe(self, exc: BaseException, read_timeout_seconds: float) -> str:
         """Why the request was given up, for a one-line message (never a URL: a signed

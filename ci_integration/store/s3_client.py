@@ -124,10 +124,7 @@ class RetryPolicy:
             return None
         if not _retryable(response):
             return None
-        asked = retry.retry_after(response[0].headers)
-        if asked > retry.MAX_RETRY_AFTER_SECONDS:
-            return None
-        return max(asked, retry.backoff(attempts))
+        return retry.wait_after_refusal(attempts, response[0].headers)
 
 
 def _retryable(response) -> bool:
