@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,7 +76,9 @@ def test_killed_saves_and_restores(backend, tmp_path, base_env):
         return killed_run(save, source, env, random.Random(n), save_alone)
 
     def one_restore(n: int) -> tuple[str | None, Path]:
-        workspace = tmp_path / f"restore-{n % PARALLEL}"
+        # One workspace a pool thread, so runs there follow one another and each meets
+        # what the killed ones before it left (run n and n + PARALLEL may overlap).
+        workspace = tmp_path / f"restore-{threading.current_thread().name}"
         workspace.mkdir(exist_ok=True)
         killed_run(restore, workspace, env, random.Random(1000 + n), restore_alone)
         return folder_digest(workspace / "data"), workspace
