@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -10,24 +11,23 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from ci_integration import __version__, report
-from ci_integration.commands import build as build_command
-from ci_integration.commands import cache as cache_command
-from ci_integration.commands import cleanup as cleanup_command
-from ci_integration.commands import context as context_command
-from ci_integration.commands import image as image_command
-from ci_integration.commands import run as run_command
 from ci_integration.errors import CIIntegrationError, Interrupted, found_behind
 
 log = logging.getLogger(__name__)
 
-COMMANDS = (
-    ("context", context_command, "show the CI context (branch, PR, scope...)"),
-    ("cache", cache_command, "save and restore folders through a cache store"),
-    ("build", build_command, "build an image, every stage cached"),
-    ("image", image_command, "hand images to later jobs through the store"),
-    ("run", run_command, "run a container that ends with its job"),
-    ("cleanup", cleanup_command, "remove the containers of builds that are over"),
-)
+# Each command's module is imported only when that command runs: together they pull
+# in docker-py, PyGithub and python-jenkins, half a second of start-up that a
+# `cache restore` has no use for.
+COMMANDS = {
+    "context": "show the CI context (branch, PR, scope...)",
+    "cache": "save and restore folders through a cache store",
+    "build": "build an image, every stage cached",
+    "image": "hand images to later jobs through the store",
+    "run": "run a container that ends with its job",
+    "cleanup": "remove the containers of builds that are over",
+}
+# The top-level options, none of which takes a value.
+_GLOBAL_FLAGS = ("--debug", "--version", "--help", "-h")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,21 +36,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s subcommand gets its options (None: every one)."""
     parser = _Parser(prog="ci-integration", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="verbose log and tracebacks")
     # Subparsers take the class of their parent: every level reports errors alike.
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module, summary in COMMANDS:
-        module.configure(commands.add_parser(name, help=summary))
+    for name, summary in COMMANDS.items():
+        subparser = commands.add_parser(name, help=summary)
+        if command in (None, name):
+            importlib.import_module(f"ci_integration.commands.{name}").configure(subparser)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str:
+    """The subcommand named in ``argv``: its first word that is not a global flag."""
+    for word in argv:
+        if word not in _GLOBAL_FLAGS:
+            return word
+    return ""
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_command_in(argv)).parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 0
     report.configure(env, verbose=args.debug)

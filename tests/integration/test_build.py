@@ -6,9 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import docker.errors
@@ -16,7 +13,7 @@ import pytest
 
 from ci_integration.cli import main
 from ci_integration.store.local import LocalStore
-from tests.support import base_images
+from tests.support import base_images, daemons
 
 pytestmark = pytest.mark.engine
 
@@ -87,6 +84,16 @@ def wipe(client) -> None:
                 client.images.remove(image.id, force=True)
     client.api.prune_builds(all=True)
     assert client.images.list(all=True) == []
+
+
+def forget_tags(client, prefixes: tuple[str, ...]) -> None:
+    """The engine forgets the images tagged so, and all build cache. By tag, never by
+    id: an id shared with an image that has children is refused (409), a tag is not."""
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefixes):
+                client.images.remove(tag, force=True)
+    client.api.prune_builds(all=True)
 
 
 def stages(report: dict) -> dict[str, dict]:
@@ -207,31 +214,21 @@ def test_export_a_file_from_a_stage(
 
 
 @pytest.fixture
-def registry(tmp_path):
-    """Debian's docker-registry on a free loopback port, stopped after the test."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def registry(tmp_path, private_engine):
+    """Debian's docker-registry on a free port of the engine's own 127.0.0.1 (which
+    the engine treats as an insecure registry), stopped by its pid after the test."""
     config = tmp_path / "registry.yml"
     config.write_text(
         "version: 0.1\n"
-        f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'registry'}}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n"
+        "log: {level: info, accesslog: {disabled: true}}\n"  # info: the port it listens on
+        f"storage: {{filesystem: {{rootdirectory: '{tmp_path / 'registry'}'}}}}\n"
+        "http: {addr: '127.0.0.1:0'}\n"
     )
-    server = subprocess.Popen(
-        [shutil.which("docker-registry") or "docker-registry", "serve", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as client:
-            if client.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    yield f"127.0.0.1:{port}/cache/app"
-    server.terminate()
-    server.wait(timeout=10)
+    binary = shutil.which("docker-registry") or "docker-registry"
+    with daemons.running([*private_engine.in_netns, binary, "serve", str(config)],
+                         tmp_path / "registry.log", r"listening on (127\.0\.0\.1:\d+)",
+                         what="docker-registry") as found:  # fmt: skip
+        yield f"{found[1]}/cache/app"
 
 
 @pytest.mark.parametrize("builder", BUILDERS)
@@ -241,11 +238,7 @@ def test_registry_mode(builder, project, tmp_path, base_env, docker_client, caps
     env = job_env(base_env, tmp_path)
     first = run_build(project, env, builder, "--registry", registry, capsys=capsys)
     assert [s["saved"] for s in first["stages"]] == ["uploaded"] * 3
-    for image in docker_client.images.list():
-        if any(tag.startswith(IMAGE.split(":")[0]) or tag.startswith("127.0.0.1")
-               for tag in image.tags):  # fmt: skip
-            docker_client.images.remove(image.id, force=True)
-    docker_client.api.prune_builds(all=True)
+    forget_tags(docker_client, (IMAGE.split(":")[0], "127.0.0.1"))
     second = run_build(project, env, builder, "--registry", registry, capsys=capsys)
     assert [s["restored"] for s in second["stages"]] == ["pulled"] * 3
     assert all_cached(second)

@@ -21,7 +21,8 @@ from ci_integration.store.manifest import Manifest
 from tests.support import base_images, private_engine
 from tests.support.cli_process import CLI
 
-pytestmark = pytest.mark.engine
+# The module's private engine starts once, on one worker.
+pytestmark = [pytest.mark.engine, pytest.mark.xdist_group("engine-faults")]
 
 # The marker is printed by the slow step and appears in no build log line before it
 # (the step's own text shows $((20+22)), not its value).

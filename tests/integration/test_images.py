@@ -62,6 +62,7 @@ def test_job_b_builds_from_job_a_image_without_a_registry(
     assert missing == [{"image": "ci-integration-test/nope:1", "hit": "miss"}]
 
 
+@pytest.mark.xdist_group("debian")  # one worker imports the large base image
 def test_ten_images_on_one_large_base_store_it_once(docker_client, env, tmp_path, capsys,
                                                     monkeypatch):  # fmt: skip
     monkeypatch.chdir(tmp_path)

@@ -12,7 +12,8 @@ from tests.integration.test_build import run_build, wipe
 from tests.support import base_images
 from tests.support.c_sources import brotli_sources
 
-pytestmark = pytest.mark.engine
+# One worker imports the large base image into its engine.
+pytestmark = [pytest.mark.engine, pytest.mark.xdist_group("debian")]
 
 DOCKERFILE = """\
 FROM {base} AS build

@@ -13,7 +13,8 @@ import pytest
 from tests.support import base_images
 from tests.support.c_sources import brotli_sources
 
-pytestmark = pytest.mark.engine
+# One worker imports the large base image into its engine.
+pytestmark = [pytest.mark.engine, pytest.mark.xdist_group("debian")]
 
 
 def job(workspace, env) -> str:

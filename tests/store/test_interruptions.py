@@ -9,6 +9,7 @@ import hashlib
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -42,16 +43,47 @@ def seconds_of(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
+class KillMoments:
+    """Random moments to kill a run at, spanning a whole run as long as runs take now.
+
+    It starts from ``alone``, how long a whole run took by itself; PARALLEL runs on this
+    machine's 2 cores take about twice that. That timing may have been taken under a
+    load that has gone since (another test, another worker), and then most runs would
+    end before their moment: so once runs have ended on their own, the moments follow
+    twice the median of the last of them. (A run ends on its own only when it is
+    shorter than its moment, so that median settles where half the runs are killed.)"""
+
+    RECENT = 8
+
+    def __init__(self, alone: float) -> None:
+        self.bound = max(0.8, 2 * alone)
+        self.finished: list[float] = []
+        self.lock = threading.Lock()
+
+    def pick(self, rng: random.Random) -> float:
+        with self.lock:
+            return rng.uniform(0.05, self.bound)
+
+    def ended_alone(self, seconds: float) -> None:
+        with self.lock:
+            self.finished = [*self.finished[-(self.RECENT - 1) :], seconds]
+            if len(self.finished) >= 4:
+                self.bound = max(0.8, 2 * statistics.median(self.finished))
+
+
 def killed_run(argv: list[str], cwd: Path, env: dict[str, str], rng: random.Random,
-               alone: float) -> int:  # fmt: skip
-    """Runs ``argv`` and kills it at a random moment. ``alone``: how long a whole run
-    takes by itself; PARALLEL runs on this machine's 2 cores take about twice that, so
-    the moments span a whole run, its last write included (some runs end first)."""
+               moments: KillMoments) -> int:  # fmt: skip
+    """Runs ``argv`` and kills it at a random moment (some runs end first)."""
+    started = time.monotonic()
     process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
-    time.sleep(rng.uniform(0.05, max(0.8, 2 * alone)))
-    process.send_signal(signal.SIGKILL)
-    return process.wait(timeout=30)
+    try:
+        code = process.wait(timeout=moments.pick(rng))
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        return process.wait(timeout=30)
+    moments.ended_alone(time.monotonic() - started)
+    return code
 
 
 def test_killed_saves_and_restores(backend, tmp_path, base_env):
@@ -68,19 +100,21 @@ def test_killed_saves_and_restores(backend, tmp_path, base_env):
     timing = tmp_path / "timing"
     write_data(timing / "data", random.Random(8))
     timed = ["--key", "timing", "--store", backend.url]
-    save_alone = seconds_of([*cli, "save", "data", *timed], timing, env)
+    save_moments = KillMoments(seconds_of([*cli, "save", "data", *timed], timing, env))
     shutil.rmtree(timing / "data")
-    restore_alone = seconds_of([*cli, "restore", "data", *timed, "--strict"], timing, env)
+    restore_moments = KillMoments(
+        seconds_of([*cli, "restore", "data", *timed, "--strict"], timing, env)
+    )
 
     def one_save(n: int) -> int:
-        return killed_run(save, source, env, random.Random(n), save_alone)
+        return killed_run(save, source, env, random.Random(n), save_moments)
 
     def one_restore(n: int) -> tuple[str | None, Path]:
         # One workspace a pool thread, so runs there follow one another and each meets
         # what the killed ones before it left (run n and n + PARALLEL may overlap).
         workspace = tmp_path / f"restore-{threading.current_thread().name}"
         workspace.mkdir(exist_ok=True)
-        killed_run(restore, workspace, env, random.Random(1000 + n), restore_alone)
+        killed_run(restore, workspace, env, random.Random(1000 + n), restore_moments)
         return folder_digest(workspace / "data"), workspace
 
     with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:

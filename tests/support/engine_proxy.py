@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-ENGINE_SOCKET = "/var/run/docker.sock"
+THREAD_JOIN_SECONDS = 5
 
 
 @dataclasses.dataclass
@@ -25,11 +25,21 @@ class Proxy:
         return f"unix://{self.path}"
 
 
+def engine_socket(docker_host: str | None = None) -> str:
+    """The socket of the engine ``docker_host`` names (default: $DOCKER_HOST)."""
+    host = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        raise ValueError(f"the engine proxy forwards to a unix socket, not {host}")
+    return host.removeprefix("unix://")
+
+
 @contextlib.contextmanager
-def holding(request: bytes, seconds: float) -> Iterator[Proxy]:
+def holding(request: bytes, seconds: float, docker_host: str | None = None) -> Iterator[Proxy]:
     """Forward everything to the engine; the first request whose request line holds
     ``request`` (``b"/containers/create"``) waits ``seconds`` before it goes on, and
-    ``reached`` is set when it arrives."""
+    ``reached`` is set when it arrives. Every connection and thread of the proxy is
+    gone when the block is left."""
+    target_path = engine_socket(docker_host)
     folder = tempfile.mkdtemp(prefix="engine-proxy-")
     path = os.path.join(folder, "docker.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -38,6 +48,8 @@ def holding(request: bytes, seconds: float) -> Iterator[Proxy]:
     listener.settimeout(0.1)
     proxy = Proxy(path, threading.Event())
     stopping = threading.Event()
+    connections: list[socket.socket] = []
+    pipes: list[threading.Thread] = []
 
     def pipe(source: socket.socket, target: socket.socket, hold: bool) -> None:
         with contextlib.suppress(OSError):
@@ -45,7 +57,7 @@ def holding(request: bytes, seconds: float) -> Iterator[Proxy]:
                 line = data.split(b"\r\n", 1)[0]
                 if hold and request in line and not proxy.reached.is_set():
                     proxy.reached.set()
-                    time.sleep(seconds)
+                    stopping.wait(seconds)
                 target.sendall(data)
         with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_WR)
@@ -59,9 +71,12 @@ def holding(request: bytes, seconds: float) -> Iterator[Proxy]:
             except OSError:
                 return
             engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            engine.connect(ENGINE_SOCKET)
+            engine.connect(target_path)
+            connections.extend((client, engine))
             for source, target, hold in ((client, engine, True), (engine, client, False)):
-                threading.Thread(target=pipe, args=(source, target, hold), daemon=True).start()
+                thread = threading.Thread(target=pipe, args=(source, target, hold), daemon=True)
+                pipes.append(thread)
+                thread.start()
 
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
@@ -69,8 +84,16 @@ def holding(request: bytes, seconds: float) -> Iterator[Proxy]:
         yield proxy
     finally:
         stopping.set()
-        acceptor.join(timeout=5)
+        acceptor.join(timeout=THREAD_JOIN_SECONDS)
         listener.close()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        deadline = time.monotonic() + THREAD_JOIN_SECONDS
+        for thread in pipes:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert not any(thread.is_alive() for thread in pipes), "a proxy thread outlived its test"
         with contextlib.suppress(OSError):
             os.unlink(path)
             os.rmdir(folder)

@@ -63,7 +63,7 @@ class PrivateEngine:
         if self.containerd is None:
             self._start_containerd()
         command = [
-            *self._in_netns, "dockerd",
+            *self.in_netns, "dockerd",
             "--containerd", str(self.containerd_socket),
             "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.root / "dockerd.pid"), "--host", self.docker_host,
@@ -121,15 +121,19 @@ class PrivateEngine:
 
     def _start_containerd(self) -> None:
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+        subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True,
+                       capture_output=True)  # fmt: skip
         config = self.root / "containerd.toml"
         config.write_text(CONTAINERD_CONFIG.format(root=self.root))
-        command = [*self._in_netns, "containerd", "--config", str(config)]
+        command = [*self.in_netns, "containerd", "--config", str(config)]
         self.containerd = self._spawn(command, "containerd.log")
         self._wait_until(self.containerd_socket.exists, "containerd",
                          lambda: self.log_tail(name="containerd.log"))  # fmt: skip
 
     @property
-    def _in_netns(self) -> list[str]:
+    def in_netns(self) -> list[str]:
+        """The prefix that runs a command in the engine's network namespace, where its
+        127.0.0.1 is the engine's (a registry there is one the engine can pull from)."""
         # nsenter, not `ip netns exec`: that one mounts a /sys of its own, without the
         # cgroup hierarchy dockerd needs.
         return ["nsenter", f"--net=/run/netns/{self.netns}", "--"]

@@ -36,10 +36,14 @@ JAVA_17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 STEPS = ("ciIntegration", "ciContext", "ciDockerBuild", "ciDockerRun", "ciCache", "ciCleanup")
 UNDER_CI = os.environ.get("CI") == "true"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("groovy") is None and not UNDER_CI,
-    reason="groovy is not installed (./dev setup installs it)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("groovy") is None and not UNDER_CI,
+        reason="groovy is not installed (./dev setup installs it)",
+    ),
+    # The module's one JVM run of every case happens once, on one worker.
+    pytest.mark.xdist_group("jenkins"),
+]
 
 # Anything the shell would run if a value reached it unquoted leaves this file behind.
 PWNED = Path(f"/tmp/pwned-{uuid.uuid4().hex[:12]}")
@@ -112,9 +116,10 @@ class Suite:
     """Lays out each case's workspace and environment, runs the harness once, and hands
     out the outcomes."""
 
-    def __init__(self, root: Path, engine: bool) -> None:
+    def __init__(self, root: Path, docker_host: str | None) -> None:
         self.root = root
-        self.engine = engine
+        self.docker_host = docker_host  # the engine's, when one answers
+        self.engine = docker_host is not None
         self.home = root / "home"
         self.home.mkdir()
         self.shim = root / "bin" / "ci-integration"
@@ -216,7 +221,9 @@ class Suite:
                 if value is None:
                     env.pop(name, None)
                 else:
-                    env[name] = value.replace("@SOURCE@", str(self.source))
+                    env[name] = value.replace("@SOURCE@", str(self.source)).replace(
+                        "@ENGINE@", self.docker_host or ""
+                    )
             requests.append({
                 "name": case.name,
                 "script": case.script.replace("@STORE@", groovy_string(str(self.store(case.name)))),
@@ -281,50 +288,42 @@ class Suite:
         return outcome
 
 
-def _engine_answers() -> bool:
-    """Whether a Docker engine answers (and busybox-static is here to build an image from);
-    under CI or with CI_INTEGRATION_REQUIRE_ENGINE, not having both is a failure."""
-    import docker
-
+def _engine_client(request: pytest.FixtureRequest):
+    """The session's engine, when one answers and busybox-static is here to build an
+    image from; under CI or with CI_INTEGRATION_REQUIRE_ENGINE, not both is a failure."""
     try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-        client.close()
-        if not BUSYBOX_BINARY.is_file():
-            raise RuntimeError(f"no {BUSYBOX_BINARY}: apt-get install busybox-static")
-    except Exception as exc:
+        client = request.getfixturevalue("docker_client")
+    except pytest.skip.Exception:
+        return None
+    if not BUSYBOX_BINARY.is_file():
+        message = f"no {BUSYBOX_BINARY}: apt-get install busybox-static"
         if UNDER_CI or os.environ.get("CI_INTEGRATION_REQUIRE_ENGINE"):
-            pytest.fail(f"no Docker engine answers: {exc}")
-        return False
-    return True
-
-
-def _remove_built_images() -> None:
-    import docker
-
-    client = docker.from_env(timeout=120)
-    try:
-        for image in client.images.list(name=BUILT_IMAGE):
-            client.images.remove(image.id, force=True)
-    finally:
-        client.close()
+            pytest.fail(message)
+        return None
+    return client
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Suite]:  # fmt: skip
     if shutil.which("groovy") is None:
         pytest.fail("groovy is missing under CI: ./dev setup installs it")
-    engine = _engine_answers()
-    runs = Suite(tmp_path_factory.mktemp("jenkins"), engine)
+    client = _engine_client(request)
+    docker_host = None
+    if client is not None:
+        docker_host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    runs = Suite(tmp_path_factory.mktemp("jenkins"), docker_host)
     for case in CASES:
         runs.add(case)
-    if engine:
+    if client is not None:
         for case in ENGINE_CASES:
             runs.add(case)
     runs.run()
     yield runs
-    if engine:
-        _remove_built_images()
+    if client is not None:
+        for image in client.images.list(name=BUILT_IMAGE):
+            for tag in image.tags:
+                client.images.remove(tag, force=True)
     assert not PWNED.exists(), f"a hostile value was run by a shell: {PWNED} exists"
 
 
@@ -489,8 +488,7 @@ CASES = [
     ),
 ]
 
-# A build, then runs of what it built, in one case: a test run beside it that wipes the
-# engine can take an image away between cases, hardly within one.
+# A build, then runs of what it built, in one case, on the engine of this pytest process.
 ENGINE_CASES = [
     Case(
         "engine_build_and_run",
@@ -508,7 +506,7 @@ ENGINE_CASES = [
         }}
         return [report: report, failure: failure]
         """,
-        env={"DOCKER_HOST": None},
+        env={"DOCKER_HOST": "@ENGINE@"},
         files={
             "app/Dockerfile": (
                 "FROM scratch\n"
