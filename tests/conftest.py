@@ -45,25 +45,35 @@ def write_json(path: Path, data: object) -> Path:
 
 
 @pytest.fixture(scope="session")
-def worker_engine():
-    """(client, private engine) of this pytest process: see tests/support/engines.py.
-    The engine is None where the suites fall back on the host's."""
-    with engines.worker_engine() as started:
+def engine_pool():
+    """This pytest process's engines, each started on first use: tests/support/engines.py."""
+    with engines.pool() as started:
         yield started
 
 
 @pytest.fixture(scope="session")
-def docker_client(worker_engine):
+def default_engine(engine_pool) -> engines.Engine:
+    """This machine's own engine generation (Docker 20.10), private to this process;
+    DOCKER_HOST names it for the rest of the session, so every CLI process and client
+    a test starts without saying which engine reaches it."""
+    engine = engine_pool.get(engines.HOST_KIND)
+    if engine.private is not None:
+        os.environ["DOCKER_HOST"] = engine.private.docker_host
+    return engine
+
+
+@pytest.fixture(scope="session")
+def docker_client(default_engine):
     """The real Docker engine of this pytest process, a private one where it can be."""
-    return worker_engine[0]
+    return default_engine.client
 
 
 @pytest.fixture
-def private_engine(worker_engine):
+def private_engine(default_engine):
     """The process's private engine itself (its network namespace, its socket)."""
-    if worker_engine[1] is None:
+    if default_engine.private is None:
         pytest.skip("needs a private Docker engine (root, dockerd)")
-    return worker_engine[1]
+    return default_engine.private
 
 
 @pytest.fixture

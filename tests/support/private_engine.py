@@ -15,6 +15,8 @@ SIGKILL as well, but no later dockerd can reach it.) Root only, like dockerd.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -38,9 +40,63 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 """
 
 
+# Newer engines than this machine's come from Debian's packages, unpacked by
+# ./dev engines (engines_setup) into this folder, one sub-folder a Debian suite.
+ENGINES_DIR_ENV = "CI_INTEGRATION_TEST_CACHE"
+DEFAULT_CACHE_DIR = "/var/cache/ci-integration-test"
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineKind:
+    """A Docker engine as users run it: its version (from the Debian suite that packages
+    it, or this machine's own) and its image store."""
+
+    name: str
+    suite: str | None = None  # None: the dockerd, containerd and client on this machine
+    containerd_store: bool = False
+
+    @property
+    def folder(self) -> Path | None:
+        if self.suite is None:
+            return None
+        cache = os.environ.get(ENGINES_DIR_ENV) or DEFAULT_CACHE_DIR
+        return Path(cache) / "engines" / self.suite
+
+    @property
+    def bin_dir(self) -> Path | None:
+        """What goes first on dockerd's and containerd's PATH (None: the system's)."""
+        return None if self.folder is None else self.folder / "bin"
+
+    @property
+    def client(self) -> str:
+        """The docker client of the same version; bookworm's has BuildKit built in."""
+        return "/usr/bin/docker" if self.bin_dir is None else str(self.bin_dir / "docker")
+
+    @property
+    def buildx_plugin(self) -> Path | None:
+        if self.folder is None:
+            return None
+        return self.folder / "docker-config" / "cli-plugins" / "docker-buildx"
+
+    def missing(self) -> str | None:
+        """Why this kind cannot run here, or None."""
+        if self.bin_dir is not None and not (self.folder / "ready").is_file():
+            return f"no Docker from Debian {self.suite} in {self.folder}: run ./dev engines"
+        return None
+
+    def daemon_config(self) -> dict:
+        return {"features": {"containerd-snapshotter": True}} if self.containerd_store else {}
+
+
+HOST_KIND = EngineKind("20.10")
+
+
 class PrivateEngine:
-    def __init__(self, root: Path, *, live_restore: bool = False) -> None:
+    def __init__(
+        self, root: Path, *, live_restore: bool = False, kind: EngineKind = HOST_KIND
+    ) -> None:
         self.root = root
+        self.kind = kind
         # --live-restore: running containers outlive a dockerd restart (else the next
         # dockerd kills them, and removes those started with --rm).
         self.live_restore = live_restore
@@ -49,10 +105,17 @@ class PrivateEngine:
         self.netns = f"ci-integration-test-{os.getpid()}-{id(self) % 100000}"
         self.process: subprocess.Popen[bytes] | None = None
         self.containerd: subprocess.Popen[bytes] | None = None
+        # The client's own folder: buildx keeps its state there, one engine's apart.
+        self.docker_config = root / "docker-config"
 
     @property
     def docker_host(self) -> str:
         return f"unix://{self.socket}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a job needs to reach this engine with its client (and buildx)."""
+        return {"DOCKER_HOST": self.docker_host, "DOCKER_CONFIG": str(self.docker_config)}
 
     def client(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.docker_host, timeout=120)
@@ -62,8 +125,10 @@ class PrivateEngine:
         assert self.process is None or self.process.poll() is not None, "already running"
         if self.containerd is None:
             self._start_containerd()
+        daemon_json = self.root / "daemon.json"
+        daemon_json.write_text(json.dumps(self.kind.daemon_config()))
         command = [
-            *self.in_netns, "dockerd",
+            *self.in_netns, "dockerd", "--config-file", str(daemon_json),
             "--containerd", str(self.containerd_socket),
             "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.root / "dockerd.pid"), "--host", self.docker_host,
@@ -119,7 +184,17 @@ class PrivateEngine:
                        check=False)  # fmt: skip
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, check=False)
 
+    def _setup_client(self) -> None:
+        self.docker_config.mkdir(parents=True, exist_ok=True)
+        plugin = self.kind.buildx_plugin
+        if plugin is not None:
+            plugins = self.docker_config / "cli-plugins"
+            plugins.mkdir(exist_ok=True)
+            (plugins / plugin.name).unlink(missing_ok=True)
+            (plugins / plugin.name).symlink_to(plugin)
+
     def _start_containerd(self) -> None:
+        self._setup_client()
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
         subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True,
                        capture_output=True)  # fmt: skip
@@ -139,11 +214,17 @@ class PrivateEngine:
         return ["nsenter", f"--net=/run/netns/{self.netns}", "--"]
 
     def _spawn(self, command: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        if self.kind.bin_dir is not None:
+            # dockerd finds containerd's shim, runc, docker-init and docker-proxy here.
+            env["PATH"] = f"{self.kind.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+            command = [part if part not in ("dockerd", "containerd") else
+                       str(self.kind.bin_dir / part) for part in command]  # fmt: skip
         with (self.root / log_name).open("ab") as log:
             # A session of its own: Ctrl-C in the test's terminal is not for it.
             return subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, env=env,
             )  # fmt: skip
 
     def _wait_until(self, ready, what: str, log_tail) -> None:
@@ -192,8 +273,10 @@ def available() -> str | None:
 
 
 @contextlib.contextmanager
-def running(root: Path, *, live_restore: bool = False) -> Iterator[PrivateEngine]:
-    engine = PrivateEngine(root, live_restore=live_restore)
+def running(
+    root: Path, *, live_restore: bool = False, kind: EngineKind = HOST_KIND
+) -> Iterator[PrivateEngine]:
+    engine = PrivateEngine(root, live_restore=live_restore, kind=kind)
     try:
         engine.start()
         yield engine
