@@ -34,6 +34,7 @@ class SaveResult:
     reused_bytes: int = 0
     uploaded_bytes: int = 0
     seconds: float = 0.0
+    manifest: Manifest | None = None  # the entry written, when one was
 
 
 @dataclasses.dataclass
@@ -44,6 +45,7 @@ class RestoreResult:
     files: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    manifest: Manifest | None = None  # the entry restored, on a hit
 
 
 def resolve_paths(paths: Sequence[str], env: Mapping[str, str], cwd: Path) -> list[Path]:
@@ -62,14 +64,23 @@ def save(
     paths: Sequence[str],
     roots: Sequence[Path],
     reference_prefixes: Sequence[str] = (),
+    references: Sequence[Manifest] = (),
 ) -> SaveResult:
     """Save ``roots`` (written by the user as ``paths``) under ``key`` in the job's scope.
 
-    Pieces already stored by the entry with this key, or by the newest entry
-    matching ``reference_prefixes``, are referenced instead of uploaded.
+    Pieces already stored by the entry with this key, by the newest entry matching
+    ``reference_prefixes``, or by the entries ``references``, are referenced instead
+    of uploaded.
     """
     started = time.monotonic()
     earlier = _earlier_trees(store, key, paths, reference_prefixes)
+    for manifest in references:
+        try:
+            earlier.append(
+                (_load_tree(store, manifest), {b.digest: b.size for b in manifest.blobs})
+            )
+        except CorruptDataError as exc:
+            log.warning("not reusing %s: %s", manifest.key, exc)
     progress = Progress(f"saving {key}")
     with Packer(store, known_pieces(earlier)) as packer:
         records = scan(list(roots), packer, progress.advance)
@@ -100,7 +111,8 @@ def save(
             "files": result.files,
             "bytes": tree.raw_size,
         }
-        store.commit(Manifest(KIND, key, store.write_scope, tuple(blobs), metadata))
+        result.manifest = Manifest(KIND, key, store.write_scope, tuple(blobs), metadata)
+        store.commit(result.manifest)
         result.saved = True
     result.seconds = time.monotonic() - started
     return result
@@ -136,6 +148,7 @@ def restore(
         files=sum(record.type == FILE for record in tree.records),
         bytes=tree.raw_size,
         seconds=time.monotonic() - started,
+        manifest=manifest,
     )
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 
 from ci_integration import context, report
 from ci_integration.commands import options
+from ci_integration.engine.facts import BUILDKIT_CACHE
+from ci_integration.engine.images import Engine, split_reference
 from ci_integration.errors import UsageError
 from ci_integration.images import dockerfile as dockerfiles
 from ci_integration.images.build import BuildFailed, BuildOptions, BuildReport, build
 from ci_integration.images.builders import pick_builder
-from ci_integration.images.engine import Engine, split_reference
+from ci_integration.images.buildkit_cache import BuildKitCache
 from ci_integration.images.exports import Export
 from ci_integration.images.registry import RegistryCache
 from ci_integration.images.store_cache import StoreCache
@@ -118,14 +120,18 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     dockerfiles.load(options.dockerfile, options.build_args).stages_for(options.target)
     engine = Engine(env)
     try:
-        builder = pick_builder(args.builder, args.docker or env.get(DOCKER_ENV) or "docker", env,
-                               engine)  # fmt: skip
+        facts = engine.facts(args.docker or env.get(DOCKER_ENV) or "docker", env)
+        builder = pick_builder(args.builder, facts, env, engine)
         repository = split_reference(args.tag)[0]
         if args.registry:
             cache = RegistryCache(engine, args.registry, job.scope_chain)
         else:
             store = ScopedStore(open_store(args.store, env), job.scope_chain)
-            cache = StoreCache(engine, store, repository)
+            through = (
+                BuildKitCache if facts.mechanism(builder.name) == BUILDKIT_CACHE else StoreCache
+            )
+            cache = through(engine, store, repository)
+        log.info("engine: %s", facts.describe())
         log.info("building %s with %s, cache scopes %s", args.tag, builder.name,
                  " > ".join(job.scope_chain))  # fmt: skip
 
@@ -134,10 +140,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             log.info("%s", line)
 
         try:
-            result = build(options, engine, builder, cache, show)
+            result = build(options, engine, builder, cache, show, facts)
         except BuildFailed as failure:
             _publish(failure.report, args, env)
             raise
+        finally:
+            cache.close()
         _publish(result, args, env)
     finally:
         engine.close()

@@ -12,8 +12,8 @@ from ci_integration import report
 from ci_integration.commands.cache import parse_duration
 from ci_integration.containers import janitor
 from ci_integration.containers.cleanup import Policy, duration
+from ci_integration.engine.images import Engine
 from ci_integration.errors import EngineError
-from ci_integration.images.engine import Engine
 
 log = logging.getLogger(__name__)
 

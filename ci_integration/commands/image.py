@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ci_integration import context, keys, report
 from ci_integration.commands import options
+from ci_integration.engine.images import Engine
 from ci_integration.errors import CacheError, UsageError
-from ci_integration.images.engine import Engine
 from ci_integration.images.layers import KIND, StoredImage, load_images, save_image
 from ci_integration.report import human_bytes
 from ci_integration.store import open_store

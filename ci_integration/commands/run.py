@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ci_integration import context, keys
 from ci_integration.commands import options
-from ci_integration.containers import api as engine_api
 from ci_integration.containers import run as container_run
 from ci_integration.containers.ccache_mount import DEFAULT_MAX_SIZE, CcacheFolder
 from ci_integration.containers.killer_env import container_env
@@ -23,8 +22,9 @@ from ci_integration.containers.labels import container_labels
 from ci_integration.containers.owner import Owner
 from ci_integration.containers.signals import StopRequests
 from ci_integration.containers.spec import ContainerSpec, unique_name, volume
+from ci_integration.engine import containers as engine_api
+from ci_integration.engine.images import Engine
 from ci_integration.errors import UsageError
-from ci_integration.images.engine import Engine
 from ci_integration.store import open_store
 from ci_integration.store.scoped import ScopedStore
 

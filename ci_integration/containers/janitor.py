@@ -13,13 +13,13 @@ from typing import Any
 
 import docker
 
-from ci_integration.containers import api as engine_api
 from ci_integration.containers import labels as names
 from ci_integration.containers.cleanup import Facts, Policy, Verdict, decide
 from ci_integration.containers.labels import Build
 from ci_integration.containers.owner import Host, is_running
 from ci_integration.context.github_api import DEFAULT_API_URL, DEFAULT_SERVER_URL, GitHubRuns
 from ci_integration.context.jenkins_api import JenkinsBuilds
+from ci_integration.engine import containers as engine_api
 from ci_integration.errors import BuildStatusUnavailable, EngineError
 
 log = logging.getLogger(__name__)

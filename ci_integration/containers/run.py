@@ -25,9 +25,9 @@ from typing import BinaryIO
 import docker
 import requests
 
-from ci_integration.containers import api as engine_api
 from ci_integration.containers.signals import StopRequests
 from ci_integration.containers.spec import ContainerSpec, create_arguments
+from ci_integration.engine import containers as engine_api
 from ci_integration.errors import EngineError, EngineGone, Interrupted
 
 log = logging.getLogger(__name__)

@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ci_integration.engine.facts import STAGE_IMAGES, EngineFacts
+from ci_integration.engine.images import Engine, ImageInfo, split_reference
 from ci_integration.errors import BuildError, CacheError
 from ci_integration.images import dockerfile as dockerfiles
 from ci_integration.images.builders import Builder, BuildOutcome, BuildRequest, Step
 from ci_integration.images.context_hash import DockerIgnore, stage_keys
 from ci_integration.images.dockerfile import Stage
-from ci_integration.images.engine import Engine, ImageInfo, split_reference
 from ci_integration.images.exports import Export, export_path
 from ci_integration.images.mounts import MountCache, MountReport
 from ci_integration.images.stagefile import stage_dockerfile
@@ -79,10 +80,14 @@ class BuildReport:
     exported_files: int = 0
     seconds: float = 0.0
     mounts: list[MountReport] = dataclasses.field(default_factory=list)
+    engine: dict[str, str | None] = dataclasses.field(default_factory=dict)  # EngineFacts
+    cache_mechanism: str = ""  # the cache backend's: stage-images, registry, buildkit-cache
 
 
 class CacheBackend:
     """Where stage images come from and go to: the store, or a registry."""
+
+    mechanism = STAGE_IMAGES
 
     def find_bases(self, refs: Sequence[str]) -> dict[str, str]:
         """Ids of the missing base images the cache can bring, by reference."""
@@ -106,6 +111,28 @@ class CacheBackend:
         """What carries the build's cache mounts across jobs, if this cache can."""
         return None
 
+    def cache_sources(
+        self, stage: str, stage_images: Mapping[str, str], *, buildkit: bool
+    ) -> tuple[str, ...]:
+        """What the build of ``stage`` takes its cache from, of the stage images on the
+        engine (by stage).
+
+        With BuildKit, the stage's own image where there is one: BuildKit matches each
+        step in one of its sources, picked anew each build, and a step matched in
+        another stage's image, whose cache lacks the links to this stage's steps,
+        leaves those uncached now and then (seen with Docker 28). A stage's own image
+        holds the cache of the stages it needs as well. The legacy builder matches a
+        step against each image's own history, so it gets every stage image.
+        """
+        return one_source(stage, stage_images) if buildkit else tuple(stage_images.values())
+
+    def cache_target(self, stage: str) -> str | None:
+        """Where a stage's build exports its cache to, if anywhere but its image."""
+        return None
+
+    def close(self) -> None:
+        """Let go of what the cache holds for the build (temporary folders)."""
+
 
 def build(
     options: BuildOptions,
@@ -113,6 +140,7 @@ def build(
     builder: Builder,
     cache: CacheBackend | None,
     on_line: Callable[[str], None],
+    facts: EngineFacts | None = None,
 ) -> BuildReport:
     """Restore, build stage by stage, save; raises BuildError after saving if a stage failed."""
     started = time.monotonic()
@@ -134,6 +162,8 @@ def build(
         for stage in stages
     ]
     report = BuildReport(options.image, builder.name, reports)
+    report.engine = facts.as_dict() if facts is not None else {}
+    report.cache_mechanism = cache.mechanism if cache is not None else ""
     tags = {stage.ref: f"{repository}:stage-{stage.ref}" for stage in stages}
 
     restored: dict[str, ImageInfo] = {}
@@ -162,9 +192,11 @@ def build(
                 target=names[stage.ref],
                 tags=(tags[stage.ref], options.image) if is_target else (tags[stage.ref],),
                 build_args=options.build_args,
-                cache_from=tuple(tags[s.ref] for s in stages if engine.image(tags[s.ref])),
+                cache_from=_cache_sources(cache, stage.ref, {s.ref: tags[s.ref] for s in stages
+                                          if engine.image(tags[s.ref])}, builder),
                 labels=options.labels if is_target else {},
-            )
+                cache_to=cache.cache_target(stage.ref) if cache is not None else None,
+            )  # fmt: skip
             outcome = _run_stage(builder, request, stage_report, by_name, on_line)
             if not outcome.ok:
                 report.failed_stage, report.error = stage.ref, outcome.error
@@ -208,6 +240,18 @@ def build(
     if report.failed_stage is not None:
         raise BuildFailed(report)
     return report
+
+
+def _cache_sources(
+    cache: CacheBackend | None, stage: str, stage_images: Mapping[str, str], builder: Builder
+) -> tuple[str, ...]:
+    backend = cache if cache is not None else CacheBackend()
+    return backend.cache_sources(stage, stage_images, buildkit=builder.name != "legacy")
+
+
+def one_source(stage: str, sources: Mapping[str, str]) -> tuple[str, ...]:
+    """The stage's own cache source if it has one, else every stage's."""
+    return (sources[stage],) if stage in sources else tuple(sources.values())
 
 
 class BuildFailed(BuildError):

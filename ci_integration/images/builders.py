@@ -21,15 +21,15 @@ from typing import Protocol
 import docker.errors
 
 from ci_integration import process
-from ci_integration.engine_errors import ENGINE_EXCEPTIONS, as_engine_error
-from ci_integration.errors import CommandError, UsageError
-from ci_integration.images.engine import Engine
+from ci_integration.engine.errors import ENGINE_EXCEPTIONS, as_engine_error
+from ci_integration.engine.facts import EngineFacts
+from ci_integration.engine.images import Engine
+from ci_integration.errors import UsageError
 
 BUILDERS = ("buildx", "buildkit", "legacy")
 _BUILDKIT_STEP = re.compile(r"^#(\d+) \[([^\]]+?) (\d+)/(\d+)\] (.*)$")
 _BUILDKIT_STATUS = re.compile(r"^#(\d+) (CACHED|DONE (\d+(?:\.\d+)?)s|ERROR.*)$")
 _LEGACY_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-_CLIENT_VERSION = re.compile(r"version (\d+)\.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +39,9 @@ class BuildRequest:
     target: str
     tags: tuple[str, ...]
     build_args: Mapping[str, str]
-    cache_from: tuple[str, ...]
+    cache_from: tuple[str, ...]  # image references, or BuildKit cache sources (type=...)
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    cache_to: str | None = None  # a BuildKit cache export (type=local,dest=...,mode=max)
 
 
 @dataclasses.dataclass
@@ -87,6 +88,8 @@ class CliBuilder:
             argv += ["--build-arg", f"{name}={value}"]
         for ref in request.cache_from:
             argv += ["--cache-from", ref]
+        if request.cache_to:
+            argv += ["--cache-to", request.cache_to]
         for name, value in request.labels.items():
             argv += ["--label", f"{name}={value}"]
         for tag in request.tags:
@@ -207,41 +210,27 @@ def _last_error(lines: list[str]) -> str | None:
     return None
 
 
-def pick_builder(choice: str, docker_cli: str, env: Mapping[str, str], engine: Engine) -> Builder:
+def pick_builder(
+    choice: str, facts: EngineFacts, env: Mapping[str, str], engine: Engine
+) -> Builder:
     """The builder asked for, or with ``auto`` the best the client can run."""
     if choice == "legacy":
         return LegacyBuilder(engine)
     if choice not in ("auto", "buildx", "buildkit"):
         raise UsageError(f"unknown builder {choice!r}: use auto, {', '.join(BUILDERS)}")
-    has_buildx = _runs([docker_cli, "buildx", "version"], env)
+    docker_cli = facts.client
+    has_buildx = facts.buildx_version is not None
     if choice == "buildx" or (choice == "auto" and has_buildx):
         if not has_buildx:
             raise UsageError(
                 f"{docker_cli} has no buildx plugin: pick --builder buildkit or legacy"
             )
         return CliBuilder(docker_cli, env, buildx=True)
-    major = client_major_version(docker_cli, env)
-    if major is not None and major < 23:
+    if facts.has_builtin_buildkit:
         return CliBuilder(docker_cli, env, buildx=False)
     if choice == "buildkit":
         raise UsageError(
-            f"{docker_cli} (version {major}) runs BuildKit only through buildx, which is missing:"
-            " install docker-buildx or pick --builder legacy"
+            f"{docker_cli} (version {facts.client_major}) runs BuildKit only through buildx,"
+            " which is missing: install docker-buildx or pick --builder legacy"
         )
     return LegacyBuilder(engine)
-
-
-def client_major_version(docker_cli: str, env: Mapping[str, str]) -> int | None:
-    try:
-        output = process.run([docker_cli, "--version"], env=env).stdout
-    except CommandError as exc:
-        raise UsageError(f"cannot run the docker client {docker_cli}: {exc}") from None
-    match = _CLIENT_VERSION.search(output)
-    return int(match.group(1)) if match else None
-
-
-def _runs(argv: list[str], env: Mapping[str, str]) -> bool:
-    try:
-        return process.run(argv, env=env, check=False).returncode == 0
-    except CommandError:
-        return False

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import docker.errors
 
+from ci_integration.engine.images import Engine, stream_reader
 from ci_integration.errors import EngineError, UsageError
-from ci_integration.images.engine import Engine, stream_reader
 
 
 @dataclasses.dataclass(frozen=True)

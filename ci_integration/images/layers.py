@@ -3,35 +3,33 @@
 
 The layers of ``docker save`` are cut into pieces like any file (see archive/),
 so a layer, or a 4 MiB run of one, that the store already holds is not uploaded
-again: a base image shared by ten images is stored once. On load, the tar given
-to the engine leaves out every layer the engine has; the engine takes a layer it
-already holds by its chain ID and reads the file only for the others.
+again: a base image shared by ten images is stored once. On load, the archive
+given to the engine (in the format its image store reads: image_archive.py)
+leaves out every layer the engine has; the engine takes a layer it already holds
+by its chain ID and reads the file only for the others.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import io
 import json
 import logging
-import tarfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
-from ci_integration.archive.pack import Packer, fill_from, known_pieces, pack_fetcher
+from ci_integration.archive.pack import Packer, known_pieces, pack_fetcher
 from ci_integration.archive.read import PieceReader
 from ci_integration.archive.tree import DIRECTORY, FILE, Record, Tree
+from ci_integration.engine.images import Engine, ImageInfo, chain_ids
 from ci_integration.errors import CacheError, CorruptDataError
-from ci_integration.images.engine import Engine, ImageInfo, chain_ids, stream_reader
+from ci_integration.images.image_archive import Loadable, docker_archive, oci_layout, read_export
 from ci_integration.store.manifest import BlobRef, Manifest
 from ci_integration.store.scoped import ScopedStore
 
 log = logging.getLogger(__name__)
 
 KIND = "image"
-MAX_SMALL_MEMBER = 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -50,15 +48,31 @@ class StoredImage:
     manifest: Manifest
     image_id: str
     diff_ids: tuple[str, ...]
+    layers: tuple[str, ...]  # each layer's file (its sha256, hex), in diff ID order
 
     @classmethod
     def of(cls, manifest: Manifest) -> StoredImage:
         metadata = manifest.metadata
         try:
             image_id, diff_ids = str(metadata["image_id"]), tuple(map(str, metadata["diff_ids"]))
+            # Entries of before the containerd store kept uncompressed layers only,
+            # each named by its diff ID.
+            layers = tuple(map(str, metadata.get("layers") or
+                               [d.removeprefix("sha256:") for d in diff_ids]))  # fmt: skip
         except (KeyError, TypeError) as exc:
             raise CorruptDataError(f"image entry {manifest.key} is malformed: {exc!r}") from None
-        return cls(manifest, image_id, diff_ids)
+        if len(layers) != len(diff_ids):
+            raise CorruptDataError(f"image entry {manifest.key} names layers it does not have")
+        return cls(manifest, image_id, diff_ids, layers)
+
+    def layout(self, store: ScopedStore) -> dict[str, bytes]:
+        """The small files of the OCI layout the engine wrote (index.json among them),
+        or nothing when the engine wrote none."""
+        named = self.manifest.metadata.get("layout") or {}
+        listed = {blob.digest for blob in self.manifest.blobs}
+        if not isinstance(named, dict) or not set(named.values()) <= listed:
+            raise CorruptDataError(f"image entry {self.manifest.key} names a foreign file")
+        return {str(path): store.download(digest) for path, digest in named.items()}
 
     def tree(self, store: ScopedStore) -> Tree:
         digest = self.manifest.metadata.get("tree")
@@ -89,35 +103,44 @@ def save_image(
         except CorruptDataError as exc:
             log.warning("not reusing %s: %s", stored.manifest.key, exc)
     with Packer(store, known_pieces(references)) as packer:
-        layers, config = _read_export(engine.export(ref), packer)
+        exported = read_export(engine.export(ref), packer)
         packer.finish()
-    if hashlib.sha256(config).hexdigest() != info.id.removeprefix("sha256:"):
-        raise CacheError(f"the export of {ref} does not match its image id")
-    missing = [d for d in info.diff_ids if d.removeprefix("sha256:") not in layers]
-    if missing:
-        raise CacheError(f"unsupported export format: layer {missing[0][:19]} not found in it")
+    # The config names the layers: an export whose config names others is not this
+    # image. (Its digest is the image ID on the classic store only.)
+    if exported.diff_ids != list(info.diff_ids):
+        raise CacheError(f"the export of {ref} does not hold the layers of its image")
     records = [Record(0, "", DIRECTORY, 0o755, 0)]
-    for diff_id in dict.fromkeys(info.diff_ids):
-        pieces, size = layers[diff_id.removeprefix("sha256:")]
-        records.append(Record(0, diff_id.removeprefix("sha256:"), FILE, 0o644, 0, size, pieces))
+    for digest in dict.fromkeys(exported.layers):
+        pieces, size = exported.packed[digest]
+        records.append(Record(0, digest, FILE, 0o644, 0, size, pieces))
     tree = Tree(["layers"], packer.packs, packer.pieces, records)
     tree_blob = tree.to_bytes()
     tree_digest, tree_uploaded = store.upload(tree_blob)
-    config_digest, config_uploaded = store.upload(config)
-    listing_bytes = len(tree_blob) * tree_uploaded + len(config) * config_uploaded
-    blobs = [BlobRef(config_digest, len(config)), BlobRef(tree_digest, len(tree_blob))]
+    config_digest, config_uploaded = store.upload(exported.config)
+    listing_bytes = len(tree_blob) * tree_uploaded + len(exported.config) * config_uploaded
+    blobs = [BlobRef(config_digest, len(exported.config)), BlobRef(tree_digest, len(tree_blob))]
+    layout: dict[str, str] = {}
+    if exported.index is not None:
+        index_blob = json.dumps(exported.index).encode()
+        for path, data in [("index.json", index_blob), *sorted(exported.layout_files.items())]:
+            digest, uploaded = store.upload(data)
+            listing_bytes += len(data) * uploaded
+            layout[path] = digest
+            blobs.append(BlobRef(digest, len(data)))
     blobs += [BlobRef(digest, packer.stored_sizes[digest]) for digest, _ in tree.packs]
     manifest = Manifest(
         KIND,
         key,
         store.write_scope,
-        tuple(blobs),
+        tuple(dict.fromkeys(blobs)),
         {
             **(metadata or {}),
             "image_id": info.id,
             "diff_ids": list(info.diff_ids),
+            "layers": exported.layers,
             "config": config_digest,
             "tree": tree_digest,
+            "layout": layout,
             "ref": ref,
             "bytes": tree.raw_size,
         },
@@ -146,7 +169,8 @@ def load_images(
     chains) is updated with what was loaded."""
     started = time.monotonic()
     transfers = []
-    images: list[_Loadable] = []
+    images: list[Loadable] = []
+    loaded: list[StoredImage] = []
     sources: dict[str, tuple[Record, PieceReader]] = {}
     needed: dict[str, None] = {}
     with contextlib.ExitStack() as readers:
@@ -158,7 +182,7 @@ def load_images(
                     engine.tag(stored.image_id, tag)
                 continue
             config = store.download(str(stored.manifest.metadata.get("config", "")))
-            if f"sha256:{hashlib.sha256(config).hexdigest()}" != stored.image_id:
+            if json.loads(config).get("rootfs", {}).get("diff_ids") != list(stored.diff_ids):
                 raise CorruptDataError(f"image entry {stored.manifest.key} has a foreign config")
             tree = stored.tree(store)
             reader = readers.enter_context(PieceReader(tree, pack_fetcher(store, tree)))
@@ -166,27 +190,40 @@ def load_images(
                 if record.type == FILE:
                     sources.setdefault(record.path, (record, reader))
             lacking = _lacking_layers(stored, present)
-            if any(layer not in sources for layer in lacking):
+            if any(layer not in sources for layer in stored.layers):
                 raise CorruptDataError(f"image entry {stored.manifest.key} lacks a layer")
             transfer.moved_layers = len(set(lacking) - set(needed))
             transfer.moved_bytes = sum(
                 sources[layer][0].size for layer in set(lacking) - set(needed)
             )
             needed.update(dict.fromkeys(lacking))
-            images.append(_Loadable(stored, config, list(tags)))
+            layout = stored.layout(store)
+            images.append(Loadable(
+                config, [(layer, sources[layer][0].size) for layer in stored.layers], list(tags),
+                json.loads(layout.pop("index.json")) if layout else None, layout,
+            ))  # fmt: skip
+            loaded.append(stored)
         if images:
-            engine.load(_load_stream(images, [sources[layer] for layer in needed]))
-    for loadable in images:
-        present.update(chain_ids(loadable.stored.diff_ids))
+            files = [(layer, sources[layer][0].size, _reading(sources[layer])) for layer in needed]
+            write = oci_layout if engine.image_store == "containerd" else docker_archive
+            engine.load(write(images, files))
+    for stored in loaded:
+        present.update(chain_ids(stored.diff_ids))
     for transfer in transfers:
         transfer.seconds = time.monotonic() - started
     return transfers
 
 
+def _reading(source: tuple[Record, PieceReader]) -> Iterator[memoryview]:
+    record, reader = source
+    yield from reader.read(record)
+
+
 def _lacking_layers(stored: StoredImage, present: set[str]) -> list[str]:
+    """The layer files (sha256 hex) of the layers whose chain the engine lacks."""
     chains = chain_ids(stored.diff_ids)
-    pairs = zip(stored.diff_ids, chains, strict=True)
-    return [diff_id.removeprefix("sha256:") for diff_id, chain in pairs if chain not in present]
+    pairs = zip(stored.layers, chains, strict=True)
+    return list(dict.fromkeys(layer for layer, chain in pairs if chain not in present))
 
 
 def load_image(
@@ -209,105 +246,3 @@ def find_image(
 def info_matches(info: ImageInfo | None, stored: StoredImage | None) -> bool:
     """Whether the layers are the same: image ids differ between equal builds."""
     return info is not None and stored is not None and info.diff_ids == stored.diff_ids
-
-
-# The export side: a docker-save tar, read as a stream.
-
-
-def _read_export(
-    chunks: Iterable[bytes], packer: Packer
-) -> tuple[dict[str, tuple[list[int], int]], bytes]:
-    """Layers of a ``docker save`` stream as pieces, by their sha256; and the config.
-
-    The layers come before the manifest that names them, so every large member is
-    packed under its own sha256 (an uncompressed layer's sha256 is its diff ID).
-    """
-    layers: dict[str, tuple[list[int], int]] = {}
-    small: dict[str, bytes] = {}
-    with tarfile.open(fileobj=stream_reader(chunks), mode="r|") as archive:
-        for member in archive:
-            if not member.isfile():
-                continue
-            source = archive.extractfile(member)
-            assert source is not None
-            if member.size <= MAX_SMALL_MEMBER:
-                small[member.name] = source.read()
-                continue
-            digest, pieces = _pack_member(source, member.size, packer)
-            layers[digest] = (pieces, member.size)
-    try:
-        (entry,) = json.loads(small["manifest.json"])
-        config = small[entry["Config"]]
-        for name in entry["Layers"]:
-            if name in small:  # a layer small enough to have been kept aside
-                digest, pieces = _pack_member(io.BytesIO(small[name]), len(small[name]), packer)
-                layers[digest] = (pieces, len(small[name]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CacheError(f"unsupported export format: {exc!r}") from None
-    return layers, config
-
-
-def _pack_member(source, size: int, packer: Packer) -> tuple[str, list[int]]:
-    digest = hashlib.sha256()
-    pieces: list[int] = []
-    readinto = fill_from(source.readinto)
-
-    def hashing_readinto(view: memoryview) -> int:
-        count = readinto(view)
-        digest.update(view[:count])
-        return count
-
-    left = size
-    while left > 0 and (piece := packer.read_piece(hashing_readinto, min(left, 4 * 1024 * 1024))):
-        pieces.append(piece[0])
-        left -= piece[1]
-    return digest.hexdigest(), pieces
-
-
-# The load side: a docker-load tar, written as a stream.
-
-
-@dataclasses.dataclass(frozen=True)
-class _Loadable:
-    stored: StoredImage
-    config: bytes
-    tags: list[str]
-
-
-def _load_stream(
-    images: list[_Loadable], layers: list[tuple[Record, PieceReader]]
-) -> Iterator[bytes]:
-    manifest = [
-        {
-            "Config": image.stored.image_id.removeprefix("sha256:") + ".json",
-            "RepoTags": image.tags,
-            "Layers": [f"{d.removeprefix('sha256:')}/layer.tar" for d in image.stored.diff_ids],
-        }
-        for image in images
-    ]
-    yield from _member("manifest.json", json.dumps(manifest).encode())
-    for image, entry in zip(images, manifest, strict=True):
-        yield from _member(entry["Config"], image.config)
-    for record, reader in layers:
-        yield _header(f"{record.path}/layer.tar", record.size)
-        for view in reader.read(record):
-            yield bytes(view)
-        yield _padding(record.size)
-    yield b"\0" * (tarfile.BLOCKSIZE * 2)
-
-
-def _member(name: str, data: bytes) -> Iterator[bytes]:
-    yield _header(name, len(data))
-    yield data
-    yield _padding(len(data))
-
-
-def _header(name: str, size: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o644
-    return info.tobuf(format=tarfile.PAX_FORMAT)
-
-
-def _padding(size: int) -> bytes:
-    return b"\0" * (-size % tarfile.BLOCKSIZE)

@@ -11,9 +11,9 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 
+from ci_integration.engine.images import Engine, ImageInfo
 from ci_integration.errors import CacheError
-from ci_integration.images.build import CacheBackend, StageReport
-from ci_integration.images.engine import Engine, ImageInfo
+from ci_integration.images.build import CacheBackend, StageReport, one_source
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,8 @@ MAX_TAG_LENGTH = 128
 
 
 class RegistryCache(CacheBackend):
+    mechanism = "registry"
+
     def __init__(self, engine: Engine, registry: str, scope_chain: Sequence[str]) -> None:
         if ":" in registry.rpartition("/")[2] or "@" in registry:
             raise CacheError(f"--registry {registry}: give a repository without tag, as HOST/REPO")
@@ -59,6 +61,18 @@ class RegistryCache(CacheBackend):
                 report.restored_from = scope
                 return info
         return None
+
+    def cache_sources(
+        self, stage: str, stage_images: Mapping[str, str], *, buildkit: bool
+    ) -> tuple[str, ...]:
+        """BuildKit takes the cache from the registry's own copies of the stages pulled
+        (the containerd image store looks a local image named as a cache source up in
+        a registry, and so would fail on the local tags); the legacy builder takes it
+        from the stage images on the engine."""
+        if not buildkit:
+            return tuple(stage_images.values())
+        pulled = {name: self.cache_ref(name, scope) for name, (scope, _) in self.pulled.items()}
+        return one_source(stage, pulled)
 
     def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
         scope, pulled = self.pulled.get(report.stage, ("", None))

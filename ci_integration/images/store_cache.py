@@ -8,10 +8,10 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
+from ci_integration.engine.images import Engine, ImageInfo
 from ci_integration.images.build import BuildOptions, CacheBackend, StageReport
 from ci_integration.images.builders import Builder, CliBuilder
 from ci_integration.images.dockerfile import Stage
-from ci_integration.images.engine import Engine, ImageInfo
 from ci_integration.images.layers import (
     StoredImage,
     find_image,

@@ -37,7 +37,7 @@ STOPS = {"stopped": signal.SIGTERM, "crashed": signal.SIGKILL}
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[private_engine.PrivateEngine]:
+def faulty_engine() -> Iterator[private_engine.PrivateEngine]:
     why_not = private_engine.available()
     if why_not:
         pytest.skip(why_not)
@@ -48,11 +48,11 @@ def engine() -> Iterator[private_engine.PrivateEngine]:
 
 
 @pytest.fixture
-def engine_up(engine) -> private_engine.PrivateEngine:
-    """The private engine, answering (a test before may have stopped it)."""
-    if not engine.answers():
-        engine.start()
-    return engine
+def engine_up(faulty_engine) -> private_engine.PrivateEngine:
+    """The module's engine, answering (a test before may have stopped it)."""
+    if not faulty_engine.answers():
+        faulty_engine.start()
+    return faulty_engine
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""Images handed from job to job through the store, with no registry."""
+"""Images handed from job to job through the store, with no registry, on every engine
+of the matrix: the classic image store's archives and the containerd store's OCI
+layouts, whose image IDs are their index's digest."""
 
 from __future__ import annotations
 
@@ -28,15 +30,17 @@ def build_from(client, base: str, tag: str, line: str) -> str:
 
 
 @pytest.fixture
-def env(tmp_path, base_env) -> dict[str, str]:
-    return {**base_env, "CI_INTEGRATION_PROVIDER": "local", "CI_INTEGRATION_BRANCH": "main",
+def env(tmp_path, base_env, engine) -> dict[str, str]:
+    return {**base_env, **engine.env, "CI_INTEGRATION_DOCKER": engine.docker,
+            "CI_INTEGRATION_PROVIDER": "local", "CI_INTEGRATION_BRANCH": "main",
             "CI_INTEGRATION_CACHE_DIR": str(tmp_path / "store")}  # fmt: skip
 
 
 def test_job_b_builds_from_job_a_image_without_a_registry(
-    docker_client, env, tmp_path, capsys, monkeypatch
+    engine, buildkit_builder, env, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
+    docker_client = engine.client
     wipe(docker_client)
     busybox = base_images.busybox_image(docker_client)
     image_a = build_from(docker_client, busybox, "ci-integration-test/image-a:0", "echo a > /a")
@@ -49,23 +53,26 @@ def test_job_b_builds_from_job_a_image_without_a_registry(
     project = tmp_path / "job-b"
     project.mkdir()
     (project / "Dockerfile").write_text(f"FROM {image_a}\nRUN cat /a > /from-a\n")
-    report = run_build(project, env, "buildkit", capsys=capsys)
+    report = run_build(project, env, buildkit_builder, capsys=capsys)
     assert report["failed_stage"] is None
     out = docker_client.containers.run("ci-integration-test/app:1", ["cat", "/from-a"],
                                        remove=True)  # fmt: skip
     assert out == b"a\n"
 
-    # image-a's layers are on the engine now: loading image-b moves only its own.
+    # image-a's layers are on the engine now: loading image-b moves only its own, and
+    # it comes back as the very image it was.
     loaded = cli_json(["image", "load", image_b], env, capsys)["images"]
     assert loaded[0]["hit"] == "exact" and loaded[0]["loaded_layers"] == 1
+    assert docker_client.images.get(image_b).id == saved[1]["id"]
     missing = cli_json(["image", "load", "ci-integration-test/nope:1"], env, capsys)["images"]
     assert missing == [{"image": "ci-integration-test/nope:1", "hit": "miss"}]
 
 
 @pytest.mark.xdist_group("debian")  # one worker imports the large base image
-def test_ten_images_on_one_large_base_store_it_once(docker_client, env, tmp_path, capsys,
+def test_ten_images_on_one_large_base_store_it_once(engine, env, tmp_path, capsys,
                                                     monkeypatch):  # fmt: skip
     monkeypatch.chdir(tmp_path)
+    docker_client = engine.client
     base = base_images.debian_image(docker_client)
     images = [build_from(docker_client, base, f"ci-integration-test/ten:{n}", f"echo {n} > /n")
               for n in range(10)]  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import BUILDERS
 from tests.integration.test_build import run_build, wipe
 from tests.support import base_images
 from tests.support.c_sources import brotli_sources
@@ -28,9 +29,9 @@ RUN ls /src/c/enc/*.o | wc -l > /objects.txt
 
 
 @pytest.fixture
-def c_project(tmp_path, docker_client) -> Path:
-    wipe(docker_client)
-    base = base_images.debian_image(docker_client)
+def c_project(tmp_path, engine) -> Path:
+    wipe(engine.client)
+    base = base_images.debian_image(engine.client)
     root = tmp_path / "project"
     shutil.copytree(brotli_sources() / "c", root / "c")
     shutil.copy(brotli_sources() / "Makefile", root / "Makefile")
@@ -38,8 +39,9 @@ def c_project(tmp_path, docker_client) -> Path:
     return root
 
 
-def env_for(base_env, tmp_path) -> dict[str, str]:
-    return {**base_env, "CI_INTEGRATION_PROVIDER": "local", "CI_INTEGRATION_BRANCH": "main",
+def env_for(base_env, tmp_path, engine) -> dict[str, str]:
+    return {**base_env, **engine.env, "CI_INTEGRATION_DOCKER": engine.docker,
+            "CI_INTEGRATION_PROVIDER": "local", "CI_INTEGRATION_BRANCH": "main",
             "CI_INTEGRATION_CACHE_DIR": str(tmp_path / "store")}  # fmt: skip
 
 
@@ -54,11 +56,11 @@ def compile_step(report: dict) -> dict:
 
 
 def test_ccache_in_a_cache_mount_survives_a_wiped_engine(
-    c_project, tmp_path, base_env, docker_client, capsys, monkeypatch
+    c_project, tmp_path, base_env, engine, buildkit_builder, capsys, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    env = env_for(base_env, tmp_path)
-    first = run_build(c_project, env, "buildkit", capsys=capsys)
+    env = env_for(base_env, tmp_path, engine)
+    first = run_build(c_project, env, buildkit_builder, capsys=capsys)
     (mount,) = first["mounts"]
     assert mount["id"] == "ccache-brotli" and mount["restored"] == "miss"
     files = sources(c_project)
@@ -67,8 +69,8 @@ def test_ccache_in_a_cache_mount_survives_a_wiped_engine(
     # One source file changes for real (a comment would not reach the compiler).
     changed = c_project / "c" / "enc" / "encode.c"
     changed.write_text(changed.read_text() + "\nint ci_integration_changed = 1;\n")
-    wipe(docker_client)
-    second = run_build(c_project, env, "buildkit", capsys=capsys)
+    wipe(engine.client)
+    second = run_build(c_project, env, buildkit_builder, capsys=capsys)
     (mount,) = second["mounts"]
     assert mount["restored"] == "exact"
     assert not compile_step(second)["cached"]
@@ -76,15 +78,17 @@ def test_ccache_in_a_cache_mount_survives_a_wiped_engine(
     assert ccache["hits"] + ccache["misses"] == files
     assert ccache["hits"] / files >= 0.9, ccache
 
-    wipe(docker_client)
-    third = run_build(c_project, env, "buildkit", capsys=capsys)
+    wipe(engine.client)
+    third = run_build(c_project, env, buildkit_builder, capsys=capsys)
     assert all(step["cached"] for stage in third["stages"] for step in stage["steps"])
     assert third["mounts"][0]["ccache"]["hits"] == third["mounts"][0]["ccache"]["misses"] == 0
 
 
-def test_mount_cache_off_and_excluded(c_project, tmp_path, base_env, capsys, monkeypatch):
+def test_mount_cache_off_and_excluded(
+    c_project, tmp_path, base_env, engine, buildkit_builder, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    env = env_for(base_env, tmp_path)
+    env = env_for(base_env, tmp_path, engine)
     dockerfile = c_project / "Dockerfile"
     # Keep it quick: a mount that only gets one file.
     dockerfile.write_text(
@@ -93,9 +97,11 @@ def test_mount_cache_off_and_excluded(c_project, tmp_path, base_env, capsys, mon
         "RUN --mount=type=cache,id=other,target=/other echo more > /other/file\n"
 
     )  # fmt: skip
-    off = run_build(c_project, env, "buildkit", "--no-mount-cache", capsys=capsys)
+    off = run_build(c_project, env, buildkit_builder, "--no-mount-cache", capsys=capsys)
     assert off["mounts"] == []
-    some = run_build(c_project, env, "buildkit", "--mount-cache-exclude", "other", capsys=capsys)
+    some = run_build(c_project, env, buildkit_builder, "--mount-cache-exclude", "other",
+                     capsys=capsys)  # fmt: skip
     assert [m["id"] for m in some["mounts"]] == ["small"]
-    legacy = run_build(c_project, env, "legacy", capsys=capsys, expect=5)
-    assert legacy["mounts"] == []
+    if "legacy" in BUILDERS[engine.name]:  # it knows no RUN --mount: the build fails
+        legacy = run_build(c_project, env, "legacy", capsys=capsys, expect=5)
+        assert legacy["mounts"] == []

@@ -1,5 +1,6 @@
-"""``ci-integration run`` and ``cleanup`` on the real engine, driven as a CI drives them:
-real processes, real signals, Jenkins' process-tree killer reading /proc, SIGKILL."""
+"""``ci-integration run`` and ``cleanup`` on every engine of the matrix, driven as a CI
+drives them: real processes, real signals, Jenkins' process-tree killer reading /proc,
+SIGKILL."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import docker.errors
 import pytest
 
 from ci_integration.containers import labels as names
-from tests.support import engine_proxy, process_tree
+from tests.support import base_images, engine_proxy, process_tree
 from tests.support.cli_process import CLI
 
 pytestmark = pytest.mark.engine
@@ -54,9 +55,21 @@ def workspace():
 
 
 @pytest.fixture
-def job_env(base_env, workspace) -> dict[str, str]:
+def docker_client(engine):
+    """The engine of this run of the test (tests/integration/conftest.py)."""
+    return engine.client
+
+
+@pytest.fixture
+def busybox_image(engine) -> str:
+    return base_images.busybox_image(engine.client)
+
+
+@pytest.fixture
+def job_env(base_env, workspace, engine) -> dict[str, str]:
     return {
         **base_env,
+        **engine.env,
         "HOME": str(workspace),
         "PYTHONDONTWRITEBYTECODE": "1",
         "CI_INTEGRATION_PROVIDER": "local",
@@ -73,7 +86,7 @@ def run_cli(busybox_image, job_env, workspace, docker_client):
         env = env or job_env
         popen: dict = {}
         if as_agent:
-            python, extra_env, popen = agent_user(workspace)
+            python, extra_env, popen = agent_user(workspace, env["DOCKER_HOST"])
             env, popen["python"] = {**env, **extra_env}, python
         cli = CLI(["run", *argv[:-1], busybox_image, "sh", "-c", argv[-1]], env, workspace, **popen)
         started.append(cli)
@@ -87,12 +100,12 @@ def run_cli(busybox_image, job_env, workspace, docker_client):
                 container.remove(force=True)
 
 
-def agent_user(workspace: Path) -> tuple[str, dict[str, str], dict]:
+def agent_user(workspace: Path, docker_host: str) -> tuple[str, dict[str, str], dict]:
     """(python, extra env, Popen arguments) to run as a non-root CI agent in the docker
-    group; as ourselves when we are not root."""
+    group of the engine at ``docker_host``; as ourselves when we are not root."""
     if os.getuid() != 0:
         return sys.executable, {}, {}
-    docker_gid = os.stat(engine_proxy.engine_socket()).st_gid
+    docker_gid = os.stat(engine_proxy.engine_socket(docker_host)).st_gid
     os.chown(workspace, AGENT_UID, AGENT_UID)
     python, extra_env = python_for_anyone()
     return python, extra_env, {"user": AGENT_UID, "group": AGENT_UID, "extra_groups": [docker_gid]}
@@ -170,7 +183,7 @@ START_UP_STEPS = (b"/version", b"/_ping", b"/json", b"/info", b"/containers/crea
 def test_a_signal_during_each_start_up_step_leaves_nothing(run_cli, docker_client, job_env, step):
     """The engine is made to hold one request of the start-up for a second, and the
     signal comes while the CLI waits on it: whatever exists by then is removed."""
-    with engine_proxy.holding(step, seconds=1.0) as proxy:
+    with engine_proxy.holding(step, seconds=1.0, docker_host=job_env["DOCKER_HOST"]) as proxy:
         cli = run_cli(
             "--stop-timeout",
             "1",

@@ -26,9 +26,10 @@ def job(workspace, env) -> str:
     return result.stderr
 
 
-def test_run_ccache_across_jobs(docker_client, tmp_path, base_env):
-    base_images.debian_image(docker_client)
-    env = {**base_env, "CI_INTEGRATION_PROVIDER": "local", "CI_INTEGRATION_BRANCH": "main",
+def test_run_ccache_across_jobs(engine, tmp_path, base_env):
+    base_images.debian_image(engine.client)
+    env = {**base_env, **engine.env, "CI_INTEGRATION_PROVIDER": "local",
+           "CI_INTEGRATION_BRANCH": "main",
            "CI_INTEGRATION_CACHE_DIR": str(tmp_path / "store")}  # fmt: skip
     first = tmp_path / "job1"
     shutil.copytree(brotli_sources(), first)

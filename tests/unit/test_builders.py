@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ci_integration.engine import facts as engine_facts
+from ci_integration.engine.facts import BUILDKIT_CACHE, STAGE_IMAGES, EngineFacts
 from ci_integration.errors import UsageError
 from ci_integration.images import dockerfile as dockerfiles
 from ci_integration.images.builders import (
@@ -73,20 +75,60 @@ def test_cli_command_lines(tmp_path):
     assert buildx[:4] == ["docker", "buildx", "build", "--load"]
 
 
-@pytest.mark.skipif(not Path("/usr/bin/docker").exists(), reason="Debian's docker.io client")
+def facts(client_version: str | None, buildx: str | None = None, driver: str | None = None,
+          store: str = "classic") -> EngineFacts:  # fmt: skip
+    return EngineFacts("docker", client_version, "28.5.2", "1.51", store, buildx, driver)
+
+
 def test_pick_builder_by_what_the_client_can_do(base_env):
     engine = object()
-    assert pick_builder("auto", "/usr/bin/docker", base_env, engine).name == "buildkit"
-    assert pick_builder("legacy", "/usr/bin/docker", base_env, engine).name == "legacy"
-    newer = shutil.which("docker", path="/usr/local/bin")
-    if newer:  # a 23+ client without buildx: only the legacy builder
-        assert isinstance(pick_builder("auto", newer, base_env, engine), LegacyBuilder)
-        with pytest.raises(UsageError, match="only through buildx"):
-            pick_builder("buildkit", newer, base_env, engine)
+    assert pick_builder("auto", facts("20.10.24"), base_env, engine).name == "buildkit"
+    assert pick_builder("legacy", facts("20.10.24"), base_env, engine).name == "legacy"
+    # A 23+ client without buildx: only the legacy builder.
+    assert isinstance(pick_builder("auto", facts("28.2.2"), base_env, engine), LegacyBuilder)
+    with pytest.raises(UsageError, match="only through buildx"):
+        pick_builder("buildkit", facts("28.2.2"), base_env, engine)
     with pytest.raises(UsageError, match="no buildx plugin"):
-        pick_builder("buildx", "/usr/bin/docker", base_env, engine)
+        pick_builder("buildx", facts("20.10.24"), base_env, engine)
+    with_buildx = facts("28.5.2", "0.29.1", "docker")
+    assert pick_builder("auto", with_buildx, base_env, engine).name == "buildx"
+
+
+@pytest.mark.parametrize(
+    ("store", "builder", "driver", "mechanism"),
+    [
+        ("classic", "buildkit", None, STAGE_IMAGES),
+        ("classic", "legacy", None, STAGE_IMAGES),
+        ("classic", "buildx", "docker", STAGE_IMAGES),
+        ("classic", "buildx", "docker-container", BUILDKIT_CACHE),
+        ("classic", "buildx", "remote", BUILDKIT_CACHE),
+        ("containerd", "buildx", "docker", BUILDKIT_CACHE),
+        ("containerd", "legacy", None, STAGE_IMAGES),
+    ],
+)
+def test_the_cache_mechanism_follows_the_image_store_and_the_buildx_driver(
+    store, builder, driver, mechanism
+):
+    found = facts("28.5.2", "0.29.1" if driver else None, driver, store)
+    assert found.mechanism(builder) == mechanism
+
+
+@pytest.mark.skipif(not Path("/usr/bin/docker").exists(), reason="Debian's docker.io client")
+def test_client_versions_as_the_clients_print_them(base_env):
+    assert engine_facts.client_version("/usr/bin/docker", base_env).startswith("20.10.")
+    newer = shutil.which("docker", path="/usr/local/bin")
+    if newer:
+        assert int(engine_facts.client_version(newer, base_env).split(".")[0]) >= 23
     with pytest.raises(UsageError, match="cannot run the docker client"):
-        pick_builder("auto", "/nonexistent/docker", base_env, engine)
+        engine_facts.client_version("/nonexistent/docker", base_env)
+
+
+def test_the_image_store_as_docker_info_says_it():
+    classic = {"DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]]}
+    containerd = {"DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}
+    assert engine_facts.image_store(classic) == "classic"
+    assert engine_facts.image_store(containerd) == "containerd"
+    assert engine_facts.image_store({"DriverStatus": None}) == "classic"
 
 
 def test_unnamed_stages_get_names_for_target(tmp_path):

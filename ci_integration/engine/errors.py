@@ -1,6 +1,6 @@
 """docker-py's exceptions as the tool's EngineError (exit code 4), in one line that
-says what was being done and why it failed. Shared by images/ and containers/, so
-that nothing above them sees docker-py's exceptions."""
+says what was being done and why it failed. Every call to the engine goes through
+here, so that nothing outside engine/ sees docker-py's exceptions."""
 
 from __future__ import annotations
 

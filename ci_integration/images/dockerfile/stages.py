@@ -10,9 +10,9 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
-from ci_integration.images.dockerfile_lexer import HEREDOC, Malformed, json_list
-from ci_integration.images.dockerfile_model import CACHE_SHARING, CacheMount, Instruction, Stage
-from ci_integration.images.dockerfile_vars import (
+from ci_integration.images.dockerfile.lexer import HEREDOC, Malformed, json_list
+from ci_integration.images.dockerfile.model import CACHE_SHARING, CacheMount, Instruction, Stage
+from ci_integration.images.dockerfile.vars import (
     Scope,
     arg_declarations,
     env_assignments,

@@ -1,13 +1,14 @@
-"""The Docker engine, through its API (docker-py): images, layers, load and save.
+"""Images on the Docker engine, through its API (docker-py): layers, tags, load and save.
 
 Every engine failure becomes EngineError (exit code 4) with one line that says
-what went wrong; nothing above this module sees docker-py's exceptions.
+what went wrong (engine/errors.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import logging
@@ -16,7 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import docker
 import docker.errors
 
-from ci_integration.engine_errors import ENGINE_EXCEPTIONS, engine_errors, explain, lost_connection
+from ci_integration.engine.errors import ENGINE_EXCEPTIONS, engine_errors, explain, lost_connection
+from ci_integration.engine.facts import EngineFacts
+from ci_integration.engine.facts import detect as detect_facts
+from ci_integration.engine.facts import image_store as image_store_of
 from ci_integration.errors import EngineError, EngineGone
 
 API_TIMEOUT = 600
@@ -65,6 +69,17 @@ class Engine:
 
     def close(self) -> None:
         self.client.close()
+
+    @functools.cached_property
+    def image_store(self) -> str:
+        """``classic`` or ``containerd``: what ``docker save`` writes and ``load`` reads."""
+        with engine_errors("asking the engine for its image store"):
+            return image_store_of(self.api.info())
+
+    def facts(self, client: str, env: Mapping[str, str]) -> EngineFacts:
+        """What this engine and the docker client ``client`` say of themselves."""
+        with engine_errors("asking the engine what it is"):
+            return detect_facts(self.api, client, env)
 
     def image(self, ref: str) -> ImageInfo | None:
         """The image named ``ref`` (a tag or an id), or None when the engine lacks it."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 
-from ci_integration.images.dockerfile_model import Instruction
+from ci_integration.images.dockerfile.model import Instruction
 
 INSTRUCTIONS = frozenset(
     {

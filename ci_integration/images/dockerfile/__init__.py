@@ -1,8 +1,8 @@
 """Parsing a Dockerfile into its build stages, as BuildKit reads it; nothing here talks to
 an engine. This module reads the global ARGs and the FROM lines and puts the rest together:
-dockerfile_lexer (text to instructions), dockerfile_vars (ARG, ENV and substitution),
-dockerfile_stages (what each stage needs), dockerfile_model (the result). Import from here:
-the names other modules use from those are re-exported, so callers need one module.
+lexer (text to instructions), vars (ARG, ENV and substitution), stages (what each stage
+needs), model (the result). Import from here: the names other modules use from those are
+re-exported, so callers need one module.
 """
 
 from __future__ import annotations
@@ -13,22 +13,22 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ci_integration.errors import UsageError
-from ci_integration.images.dockerfile_lexer import (
+from ci_integration.images.dockerfile.lexer import (
     INSTRUCTIONS,
     Malformed,
     physical_lines,
     read_directives,
     read_instructions,
 )
-from ci_integration.images.dockerfile_model import (
+from ci_integration.images.dockerfile.model import (
     CACHE_SHARING,
     CacheMount,
     Dockerfile,
     Instruction,
     Stage,
 )
-from ci_integration.images.dockerfile_stages import SCRATCH, StageAssembler, StageHeader
-from ci_integration.images.dockerfile_vars import (
+from ci_integration.images.dockerfile.stages import SCRATCH, StageAssembler, StageHeader
+from ci_integration.images.dockerfile.vars import (
     Lookup,
     Scope,
     arg_declarations,

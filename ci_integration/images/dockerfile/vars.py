@@ -8,8 +8,8 @@ import dataclasses
 import fnmatch
 from collections.abc import Callable
 
-from ci_integration.images.dockerfile_lexer import Malformed, raw_words
-from ci_integration.images.dockerfile_model import Instruction
+from ci_integration.images.dockerfile.lexer import Malformed, raw_words
+from ci_integration.images.dockerfile.model import Instruction
 
 Lookup = Callable[[str], str | None]  # None: not set; raises _Unresolvable if unknowable
 

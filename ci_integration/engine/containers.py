@@ -13,7 +13,7 @@ import docker
 import docker.errors
 import requests
 
-from ci_integration.engine_errors import (
+from ci_integration.engine.errors import (
     ENGINE_EXCEPTIONS,
     as_engine_error,
     engine_errors,
