@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ci_integration import context, report
 from ci_integration.commands import options
-from ci_integration.engine.facts import BUILDKIT_CACHE
+from ci_integration.engine.facts import BUILDKIT_CACHE, EngineFacts
 from ci_integration.engine.images import Engine, split_reference
 from ci_integration.errors import UsageError
 from ci_integration.images import dockerfile as dockerfiles
@@ -132,8 +132,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             )
             cache = through(engine, store, repository)
         log.info("engine: %s", facts.describe())
-        log.info("building %s with %s, cache scopes %s", args.tag, builder.name,
-                 " > ".join(job.scope_chain))  # fmt: skip
+        log.info("building %s with %s, the cache through %s, cache scopes %s", args.tag,
+                 builder.name, cache.mechanism, " > ".join(job.scope_chain))  # fmt: skip
 
         def show(line: str) -> None:
             # Through the log, so that a secret a build step prints is masked too.
@@ -216,6 +216,9 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
         print(report.redact(report.text_table(mount_header, mount_rows)), file=sys.stderr)
     if env.get("GITHUB_STEP_SUMMARY"):
         summary = f"### ci-integration build `{result.image}` ({result.builder})\n\n"
+        if result.engine:
+            summary += f"{EngineFacts(**result.engine).describe()}; cache through"
+            summary += f" {result.cache_mechanism}\n\n"
         summary += report.markdown_table(header, rows)
         if mount_rows:
             summary += "\n" + report.markdown_table(mount_header, mount_rows)

@@ -5,7 +5,7 @@ Order of work:
    (its exact key, else the newest entry of the same stage) is loaded into the
    engine, moving only missing layers; base images the engine lacks come from
    the store too. In registry mode, stage images are pulled instead.
-2. Build: stage by stage, each offered every stage image as a cache source.
+2. Build: stage by stage, each from the cache sources SourceRule picks for it.
 3. Save, also when a later stage failed: a stage whose layers equal the restored
    entry's is not uploaded, and keeps the older image (BuildKit's inline cache
    loses links when an all-CACHED rebuild is saved over its source).
@@ -112,19 +112,12 @@ class CacheBackend:
         return None
 
     def cache_sources(
-        self, stage: str, stage_images: Mapping[str, str], *, buildkit: bool
+        self, stage: str, stage_images: Mapping[str, str], *, buildkit: bool, rule: SourceRule
     ) -> tuple[str, ...]:
         """What the build of ``stage`` takes its cache from, of the stage images on the
-        engine (by stage).
-
-        With BuildKit, the stage's own image where there is one: BuildKit matches each
-        step in one of its sources, picked anew each build, and a step matched in
-        another stage's image, whose cache lacks the links to this stage's steps,
-        leaves those uncached now and then (seen with Docker 28). A stage's own image
-        holds the cache of the stages it needs as well. The legacy builder matches a
-        step against each image's own history, so it gets every stage image.
-        """
-        return one_source(stage, stage_images) if buildkit else tuple(stage_images.values())
+        engine (by stage): with BuildKit, the ones ``rule`` picks; the legacy builder
+        matches a step against each image's own history, so it gets every one."""
+        return rule.pick(stage, stage_images) if buildkit else tuple(stage_images.values())
 
     def cache_target(self, stage: str) -> str | None:
         """Where a stage's build exports its cache to, if anywhere but its image."""
@@ -177,11 +170,18 @@ def build(
             mount_cache.seed()
 
     built: dict[str, ImageInfo] = {}
+    rule = SourceRule(parsed)
     with stage_dockerfile(parsed, options.dockerfile, stages) as (dockerfile, names):
         by_name = {names[stage.ref]: report for stage, report in zip(stages, reports, strict=True)}
+        # The target's own image holds the cache of every stage it needs. Without one,
+        # each stage is built on its own first, from its own image: the target's build
+        # then finds their steps in the engine's cache (another stage's image may have
+        # lost the links of steps it took from a cache itself: see SourceRule).
+        skip_unchanged = target.ref in restored
         for stage, stage_report in zip(stages, reports, strict=True):
             is_target = stage is target
-            if not is_target and stage_report.restored == "exact" and stage.ref in restored:
+            if (not is_target and skip_unchanged and stage_report.restored == "exact"
+                    and stage.ref in restored):  # fmt: skip
                 # Its inputs are unchanged and its image is here: the target's build
                 # takes it from the cache, and reports its steps.
                 built[stage.ref] = restored[stage.ref]
@@ -193,7 +193,7 @@ def build(
                 tags=(tags[stage.ref], options.image) if is_target else (tags[stage.ref],),
                 build_args=options.build_args,
                 cache_from=_cache_sources(cache, stage.ref, {s.ref: tags[s.ref] for s in stages
-                                          if engine.image(tags[s.ref])}, builder),
+                                          if engine.image(tags[s.ref])}, builder, rule),
                 labels=options.labels if is_target else {},
                 cache_to=cache.cache_target(stage.ref) if cache is not None else None,
             )  # fmt: skip
@@ -243,15 +243,37 @@ def build(
 
 
 def _cache_sources(
-    cache: CacheBackend | None, stage: str, stage_images: Mapping[str, str], builder: Builder
+    cache: CacheBackend | None,
+    stage: str,
+    stage_images: Mapping[str, str],
+    builder: Builder,
+    rule: SourceRule,
 ) -> tuple[str, ...]:
     backend = cache if cache is not None else CacheBackend()
-    return backend.cache_sources(stage, stage_images, buildkit=builder.name != "legacy")
+    return backend.cache_sources(stage, stage_images, buildkit=builder.name != "legacy", rule=rule)
 
 
-def one_source(stage: str, sources: Mapping[str, str]) -> tuple[str, ...]:
-    """The stage's own cache source if it has one, else every stage's."""
-    return (sources[stage],) if stage in sources else tuple(sources.values())
+@dataclasses.dataclass(frozen=True)
+class SourceRule:
+    """Which caches a BuildKit build of a stage takes, of those there are.
+
+    BuildKit matches each step in one of its sources, picked anew each build, and a
+    step matched in a source whose cache lacks the links to the steps after it leaves
+    those uncached now and then (seen with Docker 28): so no two sources may hold the
+    same steps. A stage's own cache holds those of the stages it is built FROM.
+    """
+
+    dockerfile: dockerfiles.Dockerfile
+
+    def pick(self, stage: str, sources: Mapping[str, str]) -> tuple[str, ...]:
+        """The stage's own source if there is one; else those of the stages it needs,
+        less each stage that another of them is built FROM."""
+        if stage in sources:
+            return (sources[stage],)
+        needed = {needed.ref for needed in self.dockerfile.stages_for(stage)} - {stage}
+        present = [ref for ref in sources if ref in needed]
+        inside_others = {parent for ref in present for parent in self.dockerfile.lineage(ref)}
+        return tuple(sources[ref] for ref in present if ref not in inside_others)
 
 
 class BuildFailed(BuildError):

@@ -29,7 +29,7 @@ from pathlib import Path
 from ci_integration import dircache
 from ci_integration.engine.facts import BUILDKIT_CACHE
 from ci_integration.engine.images import Engine, ImageInfo
-from ci_integration.images.build import StageReport, one_source
+from ci_integration.images.build import SourceRule, StageReport
 from ci_integration.images.layers import load_images
 from ci_integration.images.store_cache import StoreCache
 from ci_integration.store.manifest import Manifest
@@ -76,11 +76,11 @@ class BuildKitCache(StoreCache):
         return {}
 
     def cache_sources(
-        self, stage: str, stage_images: Mapping[str, str], *, buildkit: bool
+        self, stage: str, stage_images: Mapping[str, str], *, buildkit: bool, rule: SourceRule
     ) -> tuple[str, ...]:
         # The stage's own cache where there is one (see CacheBackend.cache_sources).
         folders = {ref: f"type=local,src={folder}" for ref, folder in self.imported.items()}
-        return one_source(stage, folders)
+        return rule.pick(stage, folders)
 
     def cache_target(self, stage: str) -> str | None:
         folder = self.scratch / "to" / stage

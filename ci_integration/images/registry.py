@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from ci_integration.engine.images import Engine, ImageInfo
 from ci_integration.errors import CacheError
-from ci_integration.images.build import CacheBackend, StageReport, one_source
+from ci_integration.images.build import CacheBackend, SourceRule, StageReport
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class RegistryCache(CacheBackend):
         return None
 
     def cache_sources(
-        self, stage: str, stage_images: Mapping[str, str], *, buildkit: bool
+        self, stage: str, stage_images: Mapping[str, str], *, buildkit: bool, rule: SourceRule
     ) -> tuple[str, ...]:
         """BuildKit takes the cache from the registry's own copies of the stages pulled
         (the containerd image store looks a local image named as a cache source up in
@@ -72,7 +72,7 @@ class RegistryCache(CacheBackend):
         if not buildkit:
             return tuple(stage_images.values())
         pulled = {name: self.cache_ref(name, scope) for name, (scope, _) in self.pulled.items()}
-        return one_source(stage, pulled)
+        return rule.pick(stage, pulled)
 
     def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
         scope, pulled = self.pulled.get(report.stage, ("", None))

@@ -11,6 +11,7 @@ from ci_integration.engine import facts as engine_facts
 from ci_integration.engine.facts import BUILDKIT_CACHE, STAGE_IMAGES, EngineFacts
 from ci_integration.errors import UsageError
 from ci_integration.images import dockerfile as dockerfiles
+from ci_integration.images.build import SourceRule
 from ci_integration.images.builders import (
     BuildRequest,
     CliBuilder,
@@ -169,3 +170,31 @@ def test_export_parse(tmp_path):
     export = Export.parse("build:/out/./dist/=artifacts", tmp_path)
     assert (export.stage, export.path, export.destination) == ("build", "/out/dist",
                                                                tmp_path / "artifacts")  # fmt: skip
+
+
+SOURCES_DOCKERFILE = """\
+FROM busybox AS base
+FROM base AS builder
+FROM builder AS check
+FROM base AS docs
+FROM busybox AS final
+COPY --from=check / /c
+COPY --from=docs / /d
+"""
+
+
+@pytest.mark.parametrize(
+    ("stage", "present", "picked"),
+    [
+        ("check", ["base", "builder", "check"], ["check"]),  # its own, alone
+        ("check", ["base", "builder"], ["builder"]),  # builder's holds base's steps
+        # final's own is missing: check's and docs' chains, each once, never base's
+        ("final", ["base", "builder", "check", "docs"], ["check", "docs"]),
+        ("final", ["base", "docs"], ["docs"]),
+        ("docs", ["builder", "check"], []),  # none of them is one docs needs
+    ],
+)
+def test_a_buildkit_build_takes_each_chain_of_stages_from_one_source(stage, present, picked):
+    rule = SourceRule(dockerfiles.parse(SOURCES_DOCKERFILE))
+    sources = {ref: f"app:stage-{ref}" for ref in present}
+    assert rule.pick(stage, sources) == tuple(f"app:stage-{ref}" for ref in picked)

@@ -339,6 +339,15 @@ def test_stages_for_a_diamond(target, expected):
     assert [stage.ref for stage in parsed.stages_for(target)] == expected
 
 
+def test_lineage_follows_from_only():
+    parsed = dockerfile.parse(DIAMOND)
+    assert parsed.lineage("final") == ["joined"]  # joined is FROM scratch
+    assert parsed.lineage("left") == ["base"]
+    assert parsed.lineage("base") == []
+    chain = dockerfile.parse("FROM a AS one\nFROM one AS two\nFROM two\nCOPY --from=one / /\n")
+    assert chain.lineage("2") == ["two", "one"]
+
+
 def test_unknown_stage_lists_the_known_ones():
     parsed = dockerfile.parse("FROM a AS one\nFROM b AS Two\nFROM c\n")
     assert parsed.stage("TWO").index == 1

@@ -53,6 +53,7 @@ class Stage:
     cache_mounts: tuple[CacheMount, ...] = ()
     mount_sources: tuple[str, ...] = ()  # context paths RUN --mount=type=bind reads (no from=)
     from_line: int = 0  # 1-based line of the FROM instruction
+    parent: str | None = None  # the earlier stage FROM names, if it names one
 
     @property
     def ref(self) -> str:
@@ -90,3 +91,12 @@ class Dockerfile:
                     pending.append(dependency)
         # A stage only ever depends on earlier ones, so index order is a build order.
         return [self.stages[index] for index in sorted(needed)]
+
+    def lineage(self, ref: str) -> list[str]:
+        """The stages ``ref`` is built FROM, its parent first: their layers are its own."""
+        chain = []
+        parent = self.stage(ref).parent
+        while parent is not None:
+            chain.append(parent)
+            parent = self.stage(parent).parent
+        return chain

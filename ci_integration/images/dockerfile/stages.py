@@ -56,6 +56,7 @@ class StageAssembler:
         header = self.headers[index]
         needs = _Needs()
         scope = self._base_scope(header, needs)
+        parent = needs.stages[0] if needs.stages else None  # only FROM has named one yet
         for instruction in instructions:
             try:
                 self._read(instruction, index, scope, needs)
@@ -76,6 +77,7 @@ class StageAssembler:
                 cache_mounts=tuple(needs.cache_mounts),
                 mount_sources=tuple(needs.mount_sources),
                 from_line=header.line,
+                parent=parent,
             )
         )
 
