@@ -17,6 +17,7 @@ caching a build works is decided here, from these facts, and nowhere else:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -76,19 +77,23 @@ class EngineFacts:
 
 
 def detect(api, client: str, env: Mapping[str, str]) -> EngineFacts:
-    """Ask the engine (``api``: docker-py's APIClient) and the client ``client``."""
-    version = api.version()
-    info = api.info()
-    buildx_version, buildx_driver = _buildx(client, env)
-    return EngineFacts(
-        client=client,
-        client_version=client_version(client, env),
-        server_version=str(version.get("Version", "?")),
-        api_version=str(version.get("ApiVersion", "?")),
-        image_store=image_store(info),
-        buildx_version=buildx_version,
-        buildx_driver=buildx_driver,
-    )
+    """Ask the engine (``api``: docker-py's APIClient) and the client ``client``; the
+    client's three probes run at once (each starts a Go program: ~0.15 s)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        client_probe = pool.submit(client_version, client, env)
+        buildx_probe = pool.submit(_output, [client, "buildx", "version"], env)
+        inspect_probe = pool.submit(_output, [client, "buildx", "inspect"], env)
+        version, info = api.version(), api.info()
+        buildx_version, buildx_driver = _buildx(buildx_probe.result(), inspect_probe.result())
+        return EngineFacts(
+            client=client,
+            client_version=client_probe.result(),
+            server_version=str(version.get("Version", "?")),
+            api_version=str(version.get("ApiVersion", "?")),
+            image_store=image_store(info),
+            buildx_version=buildx_version,
+            buildx_driver=buildx_driver,
+        )
 
 
 def image_store(info: Mapping) -> str:
@@ -108,13 +113,12 @@ def client_version(client: str, env: Mapping[str, str]) -> str | None:
     return match.group(1).rstrip(",") if match else None
 
 
-def _buildx(client: str, env: Mapping[str, str]) -> tuple[str | None, str | None]:
-    version = _output([client, "buildx", "version"], env)
+def _buildx(version: str | None, inspected: str | None) -> tuple[str | None, str | None]:
+    """buildx's version and the current builder's driver, from what the client printed."""
     if version is None:
         return None, None
     found = _BUILDX_VERSION.search(version)
-    inspected = _output([client, "buildx", "inspect"], env) or ""
-    driver = _DRIVER.search(inspected)
+    driver = _DRIVER.search(inspected or "")
     return (found.group(1) if found else "?"), (driver.group(1) if driver else None)
 
 
