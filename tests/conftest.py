@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,20 @@ def busybox_image(docker_client) -> str:
     return base_images.busybox_image(docker_client)
 
 
+def _stop_the_session(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Under ``--dist loadgroup`` (./dev test), the tests of an xdist_group share a heavy
+    """A run stopped by SIGTERM (a cancelled CI job, ``timeout``, ./dev's own trap)
+    unwinds as Ctrl-C does, in the controller and in each xdist worker, so the session
+    fixtures stop the engines and servers they started; by default SIGTERM ends the
+    process on the spot and leaves them running.
+
+    Under ``--dist loadgroup`` (./dev test), the tests of an xdist_group share a heavy
     fixture on one worker. pytest 9.2 stops xdist from grouping (pytest-xdist issue
     1386): each worker would set the fixture up again, so such a pytest is refused."""
+    signal.signal(signal.SIGTERM, _stop_the_session)
     version = tuple(int(part) for part in pytest.__version__.split(".")[:2] if part.isdigit())
     if getattr(config.option, "dist", None) == "loadgroup" and version >= (9, 2):
         raise pytest.UsageError(

@@ -100,8 +100,13 @@ SIGNAL_ATTEMPTS = 5
 
 def interrupted_save(workspace: Path, env: dict[str, str], store: LocalStore, sig: int) -> int:
     """A save of ``cache`` sent ``sig`` once its first pack is in the store; its exit code."""
+    # As from a shell's foreground: a background job (nohup, `&` in a script) starts
+    # with SIGINT ignored, and Python then keeps ignoring it, as it should.
+    save = ["-m", "ci_integration", "cache", "save", "cache", "--key", "big"]
+    in_foreground = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                     "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "ci_integration", "cache", "save", "cache", "--key", "big"],
+        [sys.executable, "-c", in_foreground, *save],
         cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 30
