@@ -73,14 +73,8 @@ def save(
     of uploaded.
     """
     started = time.monotonic()
-    earlier = _earlier_trees(store, key, paths, reference_prefixes)
-    for manifest in references:
-        try:
-            earlier.append(
-                (_load_tree(store, manifest), {b.digest: b.size for b in manifest.blobs})
-            )
-        except CorruptDataError as exc:
-            log.warning("not reusing %s: %s", manifest.key, exc)
+    match = store.find(key, reference_prefixes, kind=KIND, accept=_same_paths(paths))
+    earlier = reusable_pieces(store, [match.manifest, *references] if match else references)
     progress = Progress(f"saving {key}")
     with Packer(store, known_pieces(earlier)) as packer:
         records = scan(list(roots), packer, progress.advance)
@@ -156,18 +150,21 @@ def _same_paths(paths: Sequence[str]):
     return lambda manifest: manifest.metadata.get("paths") == list(paths)
 
 
-def _earlier_trees(
-    store: ScopedStore, key: str, paths: Sequence[str], prefixes: Sequence[str]
+def reusable_pieces(
+    store: ScopedStore, manifests: Sequence[Manifest]
 ) -> list[tuple[Tree, dict[str, int]]]:
-    match = store.find(key, prefixes, kind=KIND, accept=_same_paths(paths))
-    if match is None:
-        return []
-    try:
-        tree = _load_tree(store, match.manifest)
-    except CorruptDataError as exc:
-        log.warning("saving everything anew: the earlier entry is unusable: %s", exc)
-        return []
-    return [(tree, {blob.digest: blob.size for blob in match.manifest.blobs})]
+    """The listing and blob sizes of each entry whose pieces a save may reference (a
+    folder's or an image's: both name their listing ``tree``); an unusable entry is
+    left out, with a warning."""
+    earlier = []
+    for manifest in manifests:
+        try:
+            earlier.append(
+                (_load_tree(store, manifest), {b.digest: b.size for b in manifest.blobs})
+            )
+        except CorruptDataError as exc:
+            log.warning("not reusing the pieces of %s: %s", manifest.key, exc)
+    return earlier
 
 
 def _load_tree(store: ScopedStore, manifest: Manifest) -> Tree:

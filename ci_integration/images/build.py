@@ -177,11 +177,14 @@ def build(
         # each stage is built on its own first, from its own image: the target's build
         # then finds their steps in the engine's cache (another stage's image may have
         # lost the links of steps it took from a cache itself: see SourceRule).
-        skip_unchanged = target.ref in restored
+        taken_along: set[str] = set()
+        if target.ref in restored:
+            taken_along = {r.stage for r in reports if r.restored == "exact"} & set(restored)
+            taken_along.discard(target.ref)
+        on_engine = {s.ref: tags[s.ref] for s in stages if engine.image(tags[s.ref])}
         for stage, stage_report in zip(stages, reports, strict=True):
             is_target = stage is target
-            if (not is_target and skip_unchanged and stage_report.restored == "exact"
-                    and stage.ref in restored):  # fmt: skip
+            if stage.ref in taken_along:
                 # Its inputs are unchanged and its image is here: the target's build
                 # takes it from the cache, and reports its steps.
                 built[stage.ref] = restored[stage.ref]
@@ -192,8 +195,7 @@ def build(
                 target=names[stage.ref],
                 tags=(tags[stage.ref], options.image) if is_target else (tags[stage.ref],),
                 build_args=options.build_args,
-                cache_from=_cache_sources(cache, stage.ref, {s.ref: tags[s.ref] for s in stages
-                                          if engine.image(tags[s.ref])}, builder, rule),
+                cache_from=_cache_sources(cache, stage.ref, on_engine, builder, rule),
                 labels=options.labels if is_target else {},
                 cache_to=cache.cache_target(stage.ref) if cache is not None else None,
             )  # fmt: skip
@@ -209,6 +211,7 @@ def build(
                 engine.tag(earlier.id, tags[stage.ref])
                 info = earlier
             built[stage.ref] = info
+            on_engine[stage.ref] = tags[stage.ref]
             if is_target:
                 report.image_id = outcome.image_id
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from ci_integration.archive.pack import Packer, known_pieces, pack_fetcher
 from ci_integration.archive.read import PieceReader
 from ci_integration.archive.tree import DIRECTORY, FILE, Record, Tree
+from ci_integration.dircache import reusable_pieces
 from ci_integration.engine.images import Engine, ImageInfo, chain_ids
 from ci_integration.errors import CacheError, CorruptDataError
 from ci_integration.images.image_archive import Loadable, docker_archive, oci_layout, read_export
@@ -94,14 +95,7 @@ def save_image(
     info = engine.image(ref)
     if info is None:
         raise CacheError(f"cannot save {ref}: the engine has no such image")
-    references = []
-    for stored in earlier:
-        try:
-            references.append(
-                (stored.tree(store), {b.digest: b.size for b in stored.manifest.blobs})
-            )
-        except CorruptDataError as exc:
-            log.warning("not reusing %s: %s", stored.manifest.key, exc)
+    references = reusable_pieces(store, [stored.manifest for stored in earlier])
     with Packer(store, known_pieces(references)) as packer:
         exported = read_export(engine.export(ref), packer)
         packer.finish()
