@@ -17,7 +17,14 @@ from ci_integration.engine.facts import BUILDKIT_CACHE, EngineFacts
 from ci_integration.engine.images import Engine, split_reference
 from ci_integration.errors import UsageError
 from ci_integration.images import dockerfile as dockerfiles
-from ci_integration.images.build import BuildFailed, BuildOptions, BuildReport, build
+from ci_integration.images.build import (
+    BuildFailed,
+    BuildOptions,
+    BuildReport,
+    CacheBackend,
+    Toolchain,
+    build,
+)
 from ci_integration.images.builders import pick_builder
 from ci_integration.images.buildkit_cache import BuildKitCache
 from ci_integration.images.exports import Export
@@ -89,6 +96,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="image with a shell to copy cache mounts in and out"
         " (default: the base image of the stage that uses the mount)",
     )
+    parser.add_argument(
+        "--always-build",
+        action="store_true",
+        help="run the builder even when the cache holds the target image built from"
+        " these very inputs (by default that image is the result)",
+    )
     parser.add_argument("--read-only", action="store_true", help="restore the cache, never save")
     options.add_store_options(parser)
     options.add_output_options(parser)
@@ -115,37 +128,47 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         mount_cache=args.mount_cache,
         mount_exclude=args.mount_exclude,
         mount_helper_image=args.mount_helper_image,
+        always_build=args.always_build,
     )
     # Bad input fails here, before the engine is asked anything.
     dockerfiles.load(options.dockerfile, options.build_args).stages_for(options.target)
     engine = Engine(env)
     try:
-        facts = engine.facts(args.docker or env.get(DOCKER_ENV) or "docker", env)
-        builder = pick_builder(args.builder, facts, env, engine)
+        # The client's part of the facts is asked while a target that comes whole loads.
+        probe = engine.probe(args.docker or env.get(DOCKER_ENV) or "docker", env)
         repository = split_reference(args.tag)[0]
+        images: CacheBackend
         if args.registry:
-            cache = RegistryCache(engine, args.registry, job.scope_chain)
+            images = RegistryCache(engine, args.registry, job.scope_chain)
         else:
             store = ScopedStore(open_store(args.store, env), job.scope_chain)
-            through = (
-                BuildKitCache if facts.mechanism(builder.name) == BUILDKIT_CACHE else StoreCache
-            )
-            cache = through(engine, store, repository)
-        log.info("engine: %s", facts.describe())
-        log.info("building %s with %s, the cache through %s, cache scopes %s", args.tag,
-                 builder.name, cache.mechanism, " > ".join(job.scope_chain))  # fmt: skip
+            images = StoreCache(engine, store, repository)
+        chosen: list[CacheBackend] = []  # the backends toolchain() made, to close
+
+        def toolchain() -> Toolchain:
+            facts = probe.result()
+            builder = pick_builder(args.builder, facts, env, engine)
+            cache = images
+            if isinstance(images, StoreCache) and facts.mechanism(builder.name) == BUILDKIT_CACHE:
+                cache = BuildKitCache(images)
+            log.info("engine: %s", facts.describe())
+            log.info("%s: builder %s, the cache through %s, cache scopes %s", args.tag,
+                     builder.name, cache.mechanism, " > ".join(job.scope_chain))  # fmt: skip
+            chosen.append(cache)
+            return Toolchain(builder, cache, facts)
 
         def show(line: str) -> None:
             # Through the log, so that a secret a build step prints is masked too.
             log.info("%s", line)
 
         try:
-            result = build(options, engine, builder, cache, show, facts)
+            result = build(options, engine, images, toolchain, show)
         except BuildFailed as failure:
             _publish(failure.report, args, env)
             raise
         finally:
-            cache.close()
+            for cache in chosen:
+                cache.close()
         _publish(result, args, env)
     finally:
         engine.close()
@@ -219,6 +242,8 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
         if result.engine:
             summary += f"{EngineFacts(**result.engine).describe()}; cache through"
             summary += f" {result.cache_mechanism}\n\n"
+        if result.whole:
+            summary += "Unchanged inputs: the image came whole from the cache, no stage built.\n\n"
         summary += report.markdown_table(header, rows)
         if mount_rows:
             summary += "\n" + report.markdown_table(mount_header, mount_rows)

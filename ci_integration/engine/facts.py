@@ -77,23 +77,42 @@ class EngineFacts:
 
 
 def detect(api, client: str, env: Mapping[str, str]) -> EngineFacts:
-    """Ask the engine (``api``: docker-py's APIClient) and the client ``client``; the
-    client's three probes run at once (each starts a Go program: ~0.15 s)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        client_probe = pool.submit(client_version, client, env)
-        buildx_probe = pool.submit(_output, [client, "buildx", "version"], env)
-        inspect_probe = pool.submit(_output, [client, "buildx", "inspect"], env)
-        version, info = api.version(), api.info()
-        buildx_version, buildx_driver = _buildx(buildx_probe.result(), inspect_probe.result())
-        return EngineFacts(
-            client=client,
-            client_version=client_probe.result(),
-            server_version=str(version.get("Version", "?")),
-            api_version=str(version.get("ApiVersion", "?")),
-            image_store=image_store(info),
-            buildx_version=buildx_version,
-            buildx_driver=buildx_driver,
-        )
+    """Ask the engine (``api``: docker-py's APIClient) and the client ``client``."""
+    return FactsProbe(api, client, env).result()
+
+
+class FactsProbe:
+    """The facts, asked for at once and awaited when needed: the engine answers
+    straight away, the client's three probes (each starts a Go program: ~0.15 s)
+    run in threads meanwhile, so a build can restore while they run."""
+
+    def __init__(self, api, client: str, env: Mapping[str, str]) -> None:
+        self.client = client
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
+        self._client_version = self._pool.submit(client_version, client, env)
+        self._buildx_version = self._pool.submit(_output, [client, "buildx", "version"], env)
+        self._inspected = self._pool.submit(_output, [client, "buildx", "inspect"], env)
+        self._pool.shutdown(wait=False)
+        self._version, self._info = api.version(), api.info()
+        self._facts: EngineFacts | None = None
+
+    @property
+    def image_store(self) -> str:
+        return image_store(self._info)
+
+    def result(self) -> EngineFacts:
+        if self._facts is None:
+            buildx = _buildx(self._buildx_version.result(), self._inspected.result())
+            self._facts = EngineFacts(
+                client=self.client,
+                client_version=self._client_version.result(),
+                server_version=str(self._version.get("Version", "?")),
+                api_version=str(self._version.get("ApiVersion", "?")),
+                image_store=self.image_store,
+                buildx_version=buildx[0],
+                buildx_driver=buildx[1],
+            )
+        return self._facts
 
 
 def image_store(info: Mapping) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import io
 import logging
@@ -18,8 +17,7 @@ import docker
 import docker.errors
 
 from ci_integration.engine.errors import ENGINE_EXCEPTIONS, engine_errors, explain, lost_connection
-from ci_integration.engine.facts import EngineFacts
-from ci_integration.engine.facts import detect as detect_facts
+from ci_integration.engine.facts import EngineFacts, FactsProbe
 from ci_integration.engine.facts import image_store as image_store_of
 from ci_integration.errors import EngineError, EngineGone
 
@@ -66,20 +64,29 @@ class Engine:
                 ) from None
             raise EngineError(f"the Docker engine at {host} failed: {explain(exc)}") from None
         self.api = self.client.api
+        self._image_store: str | None = None
 
     def close(self) -> None:
         self.client.close()
 
-    @functools.cached_property
+    @property
     def image_store(self) -> str:
         """``classic`` or ``containerd``: what ``docker save`` writes and ``load`` reads."""
-        with engine_errors("asking the engine for its image store"):
-            return image_store_of(self.api.info())
+        if self._image_store is None:
+            with engine_errors("asking the engine for its image store"):
+                self._image_store = image_store_of(self.api.info())
+        return self._image_store
 
     def facts(self, client: str, env: Mapping[str, str]) -> EngineFacts:
         """What this engine and the docker client ``client`` say of themselves."""
+        return self.probe(client, env).result()
+
+    def probe(self, client: str, env: Mapping[str, str]) -> FactsProbe:
+        """The same facts, the client's part still being asked (FactsProbe.result)."""
         with engine_errors("asking the engine what it is"):
-            return detect_facts(self.api, client, env)
+            probe = FactsProbe(self.api, client, env)
+        self._image_store = probe.image_store
+        return probe
 
     def image(self, ref: str) -> ImageInfo | None:
         """The image named ``ref`` (a tag or an id), or None when the engine lacks it."""
@@ -137,10 +144,11 @@ class Engine:
         if error:
             raise EngineError(f"pushing {ref} failed: {error}")
 
-    def load(self, tar_stream: Iterable[bytes]) -> None:
+    def load(self, tar_stream: Iterable[bytes | memoryview]) -> None:
         """``docker load`` of a tar stream; layers the engine holds may be left out of it."""
         with engine_errors("loading an image"):
-            for message in self.api.load_image(tar_stream):
+            # quiet: no progress messages, as the docker client asks when not on a terminal
+            for message in self.api.load_image(tar_stream, quiet=True):
                 if "error" in message:
                     raise EngineError(f"the engine refused the image: {message['error']}")
 

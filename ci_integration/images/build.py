@@ -1,12 +1,16 @@
 """``build``: every stage of a multi-stage Dockerfile built, tagged and cached on its own.
 
 Order of work:
-1. Restore: for each stage the target needs, the best entry along the scope chain
-   (its exact key, else the newest entry of the same stage) is loaded into the
-   engine, moving only missing layers; base images the engine lacks come from
+1. Whole: when the cache holds the target's image under its exact key (the same
+   Dockerfile, build args, context files and base images), that image is the
+   build's result: it is loaded, a copy gets this build's labels, no builder runs
+   (``--always-build`` runs it anyway). Meanwhile the engine's facts are gathered.
+2. Restore: else, for each stage the target needs, the best entry along the scope
+   chain (its exact key, else the newest entry of the same stage) is loaded into
+   the engine, moving only missing layers; base images the engine lacks come from
    the store too. In registry mode, stage images are pulled instead.
-2. Build: stage by stage, each from the cache sources SourceRule picks for it.
-3. Save, also when a later stage failed: a stage whose layers equal the restored
+3. Build: stage by stage, each from the cache sources SourceRule picks for it.
+4. Save, also when a later stage failed: a stage whose layers equal the restored
    entry's is not uploaded, and keeps the older image (BuildKit's inline cache
    loses links when an all-CACHED rebuild is saved over its source).
 """
@@ -48,6 +52,7 @@ class BuildOptions:
     mount_cache: bool = True
     mount_exclude: Sequence[str] = ()
     mount_helper_image: str | None = None
+    always_build: bool = False  # run the builder even when the target comes whole
 
 
 @dataclasses.dataclass
@@ -59,7 +64,9 @@ class StageReport:
     built: bool = False
     steps: list[Step] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
-    saved: str = "not saved"  # uploaded, unchanged, recorded, read-only, failed, not saved
+    # uploaded, unchanged, recorded, read-only, failed, not saved, or in target (the
+    # target came whole: the stage's cache is the target's own)
+    saved: str = "not saved"
     uploaded_bytes: int = 0
     uploaded_layers: int = 0
     loaded_layers: int = 0
@@ -82,6 +89,19 @@ class BuildReport:
     mounts: list[MountReport] = dataclasses.field(default_factory=list)
     engine: dict[str, str | None] = dataclasses.field(default_factory=dict)  # EngineFacts
     cache_mechanism: str = ""  # the cache backend's: stage-images, registry, buildkit-cache
+    whole: bool = False  # the target's image came from the cache whole: no builder ran
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeTarget:
+    """What taking the target whole asks of a cache: the stages' reports (the target's
+    last), their tags, the image to name the labelled copy, and the base images."""
+
+    reports: Sequence[StageReport]
+    tags: Mapping[str, str]
+    image: str
+    labels: Mapping[str, str]
+    bases: Sequence[str]
 
 
 class CacheBackend:
@@ -93,14 +113,28 @@ class CacheBackend:
         """Ids of the missing base images the cache can bring, by reference."""
         return {}
 
+    def restore_target(self, whole: WholeTarget) -> ImageInfo | None:
+        """When the cache holds the target's image under its exact key: bring it in
+        under its stage tag, with the bases found, and a copy with this build's labels
+        under the image's name, whose info is returned. None, having loaded nothing,
+        when it holds none."""
+        return None
+
     def restore(
         self, reports: Sequence[StageReport], tags: Mapping[str, str], bases: Sequence[str]
     ) -> dict[str, ImageInfo]:
         """Bring the stages (and the bases found) into the engine; fills the reports."""
         raise NotImplementedError
 
-    def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
+    def save_stage(
+        self, report: StageReport, tag: str, info: ImageInfo, *, target: bool = False
+    ) -> None:
         raise NotImplementedError
+
+    def keep(self, report: StageReport) -> None:
+        """A stage not built because the target came whole: its entry of these very
+        inputs kept in this job's scope (a manifest, no upload), if the cache has one."""
+        report.saved = "in target"
 
     def save_base(self, ref: str) -> None:
         """Keep a base image the engine has, for agents that lack it."""
@@ -127,15 +161,26 @@ class CacheBackend:
         """Let go of what the cache holds for the build (temporary folders)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Toolchain:
+    """What builds, known once the engine's facts are in: the builder, the cache backend
+    that fits it and the engine, and those facts."""
+
+    builder: Builder
+    cache: CacheBackend | None
+    facts: EngineFacts | None = None
+
+
 def build(
     options: BuildOptions,
     engine: Engine,
-    builder: Builder,
-    cache: CacheBackend | None,
+    images: CacheBackend | None,
+    toolchain: Callable[[], Toolchain],
     on_line: Callable[[str], None],
-    facts: EngineFacts | None = None,
 ) -> BuildReport:
-    """Restore, build stage by stage, save; raises BuildError after saving if a stage failed."""
+    """Take the target whole, or restore, build stage by stage, save; raises BuildError
+    after saving if a stage failed. ``images`` finds base images and takes a target
+    whole before ``toolchain`` is asked for (its answer may wait on the client)."""
     started = time.monotonic()
     parsed = dockerfiles.load(options.dockerfile, options.build_args)
     stages = parsed.stages_for(options.target)
@@ -145,31 +190,130 @@ def build(
     external = sorted({ref for stage in stages for ref in stage.external_images})
     base_ids = {ref: info.id for ref in external if (info := engine.image(ref)) is not None}
     missing_bases = [ref for ref in external if ref not in base_ids]
-    if cache is not None and missing_bases:
+    if images is not None and missing_bases:
         with _cache_trouble(options.strict, "base images not found in the cache"):
             # A base image's id is part of its stages' keys: a new base is a new key.
-            base_ids.update(cache.find_bases(missing_bases))
+            base_ids.update(images.find_bases(missing_bases))
     keys = stage_keys(parsed, stages, options.context, options.build_args, ignore, base_ids)
     reports = [
         StageReport(stage.ref, f"stage:{repository}:{stage.ref}:{keys[stage.ref][:16]}")
         for stage in stages
     ]
-    report = BuildReport(options.image, builder.name, reports)
-    report.engine = facts.as_dict() if facts is not None else {}
-    report.cache_mechanism = cache.mechanism if cache is not None else ""
     tags = {stage.ref: f"{repository}:stage-{stage.ref}" for stage in stages}
-
-    restored: dict[str, ImageInfo] = {}
-    if cache is not None:
+    whole: ImageInfo | None = None
+    if images is not None and _may_come_whole(options, parsed, target):
         with _cache_trouble(options.strict, "building without the cache"):
-            restored = cache.restore(reports, tags, missing_bases)
-    mount_cache = cache.mount_cache(options, stages, builder) if cache is not None else None
-    if mount_cache is not None:
-        report.mounts = mount_cache.reports
-        with _cache_trouble(options.strict, "cache mounts start empty"):
-            mount_cache.seed()
+            wanted = WholeTarget(reports, tags, options.image, options.labels, missing_bases)
+            whole = images.restore_target(wanted)
+    tools = toolchain()
+    builder, cache = tools.builder, tools.cache
+    report = BuildReport(options.image, builder.name, reports)
+    report.engine = tools.facts.as_dict() if tools.facts is not None else {}
+    report.cache_mechanism = cache.mechanism if cache is not None else ""
 
     built: dict[str, ImageInfo] = {}
+    mount_cache = None
+    if whole is not None:
+        built[target.ref] = _came_whole(report, stages, engine.image(tags[target.ref]))
+        report.image_id = whole.id
+        log.info("%s comes whole from the cache (its inputs are unchanged): no stage built",
+                 options.image)  # fmt: skip
+    else:
+        restored: dict[str, ImageInfo] = {}
+        if cache is not None:
+            with _cache_trouble(options.strict, "building without the cache"):
+                restored = cache.restore(reports, tags, missing_bases)
+            mount_cache = cache.mount_cache(options, stages, builder)
+        if mount_cache is not None:
+            report.mounts = mount_cache.reports
+            with _cache_trouble(options.strict, "cache mounts start empty"):
+                mount_cache.seed()
+        _build_stages(options, parsed, stages, engine, tools, tags, restored, report, built,
+                      on_line)  # fmt: skip
+
+    if cache is not None and not options.read_only:
+        for stage_report in reports:
+            with _cache_trouble(options.strict, f"stage {stage_report.stage} not saved"):
+                if stage_report.stage in built:
+                    stage_report.saved = "failed"
+                    cache.save_stage(stage_report, tags[stage_report.stage],
+                                     built[stage_report.stage],
+                                     target=stage_report is reports[-1])  # fmt: skip
+                elif report.whole:
+                    stage_report.saved = "failed"
+                    cache.keep(stage_report)
+        with _cache_trouble(options.strict, "base images not saved"):
+            for ref in external:
+                cache.save_base(ref)
+        if mount_cache is not None:
+            with _cache_trouble(options.strict, "cache mounts not saved"):
+                mount_cache.save()
+    elif cache is not None:
+        for stage_report in reports:
+            stage_report.saved = "read-only"
+        log.info("not saving the cache: this job is read-only")
+
+    if report.failed_stage is None:
+        for export in options.exports:
+            stage_ref = parsed.stage(export.stage).ref
+            if stage_ref not in tags:
+                raise BuildError(f"--export names stage {export.stage}, which this build skips")
+            report.exported_files += export_path(engine, tags[stage_ref], export)
+    report.seconds = time.monotonic() - started
+    if report.failed_stage is not None:
+        raise BuildFailed(report)
+    return report
+
+
+def _may_come_whole(options: BuildOptions, parsed: dockerfiles.Dockerfile, target: Stage) -> bool:
+    """Whether the build may take the target's image as it was kept: nothing but the
+    target's image is asked of it (files exported from another stage need that one)."""
+    exported = {parsed.stage(export.stage).ref for export in options.exports}
+    return not options.always_build and exported <= {target.ref}
+
+
+def _came_whole(report: BuildReport, stages: Sequence[Stage], kept: ImageInfo | None) -> ImageInfo:
+    """Fill the report of a build whose target came whole; the kept image's info."""
+    if kept is None:
+        raise CacheError("the engine lost the target's image just loaded")
+    report.whole = True
+    target = report.stages[-1]
+    for stage, stage_report in zip(stages, report.stages, strict=True):
+        stage_report.steps = [Step(stage.ref, _step_text(instruction), cached=True)
+                              for instruction in stage.instructions
+                              if instruction.keyword in _BUILDKIT_STEPS]  # fmt: skip
+        if stage_report is not target:
+            # Its key is inside the target's: it is what the target was built from.
+            stage_report.restored, stage_report.restored_from = "exact", target.restored_from
+    return kept
+
+
+# The instructions BuildKit lists as steps of a stage (the others only set its config).
+_BUILDKIT_STEPS = ("RUN", "COPY", "ADD", "WORKDIR")
+
+
+def _step_text(instruction: dockerfiles.Instruction) -> str:
+    flags = " ".join(f"--{name}={value}" if value else f"--{name}"
+                     for name, value in instruction.flags)  # fmt: skip
+    return " ".join(part for part in (instruction.keyword, flags, instruction.arguments) if part)
+
+
+def _build_stages(
+    options: BuildOptions,
+    parsed: dockerfiles.Dockerfile,
+    stages: Sequence[Stage],
+    engine: Engine,
+    tools: Toolchain,
+    tags: Mapping[str, str],
+    restored: Mapping[str, ImageInfo],
+    report: BuildReport,
+    built: dict[str, ImageInfo],
+    on_line: Callable[[str], None],
+) -> None:
+    """Build stage by stage into ``built``, stopping at the first that fails (noted in
+    ``report``)."""
+    builder, cache = tools.builder, tools.cache
+    target, reports = stages[-1], report.stages
     rule = SourceRule(parsed)
     with stage_dockerfile(parsed, options.dockerfile, stages) as (dockerfile, names):
         by_name = {names[stage.ref]: report for stage, report in zip(stages, reports, strict=True)}
@@ -202,7 +346,7 @@ def build(
             outcome = _run_stage(builder, request, stage_report, by_name, on_line)
             if not outcome.ok:
                 report.failed_stage, report.error = stage.ref, outcome.error
-                break
+                return
             info = engine.image(tags[stage.ref])
             assert info is not None
             earlier = restored.get(stage.ref)
@@ -214,35 +358,6 @@ def build(
             on_engine[stage.ref] = tags[stage.ref]
             if is_target:
                 report.image_id = outcome.image_id
-
-    if cache is not None and not options.read_only:
-        for stage_report in reports:
-            if stage_report.stage in built:
-                with _cache_trouble(options.strict, f"stage {stage_report.stage} not saved"):
-                    stage_report.saved = "failed"
-                    cache.save_stage(stage_report, tags[stage_report.stage],
-                                     built[stage_report.stage])  # fmt: skip
-        with _cache_trouble(options.strict, "base images not saved"):
-            for ref in external:
-                cache.save_base(ref)
-        if mount_cache is not None:
-            with _cache_trouble(options.strict, "cache mounts not saved"):
-                mount_cache.save()
-    elif cache is not None:
-        for stage_report in reports:
-            stage_report.saved = "read-only"
-        log.info("not saving the cache: this job is read-only")
-
-    if report.failed_stage is None:
-        for export in options.exports:
-            stage_ref = parsed.stage(export.stage).ref
-            if stage_ref not in tags:
-                raise BuildError(f"--export names stage {export.stage}, which this build skips")
-            report.exported_files += export_path(engine, tags[stage_ref], export)
-    report.seconds = time.monotonic() - started
-    if report.failed_stage is not None:
-        raise BuildFailed(report)
-    return report
 
 
 def _cache_sources(

@@ -12,57 +12,81 @@ so a blob of the layout that the store holds is never uploaded again. Before the
 build, each stage's entry is found along the scope chain (exact key, else the stage's
 newest entry) and every one restored is a ``--cache-from type=local,src=DIR`` of
 every stage's build. Base images go through the store as images, as with stage
-images.
+images, and so does the target's own image: a build of the same inputs takes it
+whole (see build.py), and its layers are blobs of the export, already stored.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ci_integration import dircache
 from ci_integration.engine.facts import BUILDKIT_CACHE
-from ci_integration.engine.images import Engine, ImageInfo
-from ci_integration.images.build import SourceRule, StageReport
-from ci_integration.images.layers import load_images
-from ci_integration.images.store_cache import StoreCache
+from ci_integration.engine.images import ImageInfo
+from ci_integration.images.build import (
+    BuildOptions,
+    CacheBackend,
+    SourceRule,
+    StageReport,
+    WholeTarget,
+)
+from ci_integration.images.builders import Builder
+from ci_integration.images.dockerfile import Stage
+from ci_integration.images.layers import find_image, load_images
+from ci_integration.images.mounts import MountCache
+from ci_integration.images.store_cache import StoreCache, keep_entry
 from ci_integration.store.manifest import Manifest
-from ci_integration.store.scoped import ScopedStore
 
 log = logging.getLogger(__name__)
 
 LOGICAL_PATH = "buildkit-cache"  # what dircache records as the entry's path
 
 
-class BuildKitCache(StoreCache):
+class BuildKitCache(CacheBackend):
+    """The stages' cache as BuildKit exports; images (base images, the target's own
+    image for a build whose inputs are unchanged) through ``images``."""
+
     mechanism = BUILDKIT_CACHE
 
-    def __init__(self, engine: Engine, store: ScopedStore, repository: str) -> None:
-        super().__init__(engine, store, repository)
+    def __init__(self, images: StoreCache) -> None:
+        self.images = images
+        self.store = images.store
         self.scratch = Path(tempfile.mkdtemp(prefix="ci-integration-buildkit-"))
         self.imported: dict[str, Path] = {}  # stage -> the folder of its restored cache
         self.restored_entries: dict[str, Manifest] = {}  # stage -> the entry restored
         self.exported: dict[str, Path] = {}  # stage -> the folder its build exports to
-        self.entries: list[Manifest] = []  # entries restored or saved: their pieces are known
+        self.entries: list[Manifest] = images.also_known  # restored or saved: pieces known
 
     def cache_key(self, stage_key: str) -> str:
         return "buildcache:" + stage_key.removeprefix("stage:")
 
+    def find_bases(self, refs: Sequence[str]) -> dict[str, str]:
+        return self.images.find_bases(refs)
+
+    def restore_target(self, whole: WholeTarget) -> ImageInfo | None:
+        return self.images.restore_target(whole)
+
     def restore(
         self, reports: Sequence[StageReport], tags: Mapping[str, str], bases: Sequence[str]
     ) -> dict[str, ImageInfo]:
-        wanted = [(self.bases[ref], [ref]) for ref in bases if ref in self.bases]
+        known = self.images.bases
+        wanted = [(known[ref], [ref]) for ref in bases if ref in known]
         if wanted:
-            load_images(self.engine, self.store, wanted, self.engine.present_chain_ids())
+            load_images(self.images.engine, self.store, wanted,
+                        self.images.engine.present_chain_ids())  # fmt: skip
+        target = reports[-1]
+        # The target's own image, if kept, tells its save whether it changed.
+        stored = find_image(self.store, target.key)
+        if stored is not None:
+            self.images.restored[target.stage] = stored
         for report in reports:
             folder = self.scratch / "from" / report.stage
-            prefix = self.cache_key(self.key_prefix(report.stage))
+            prefix = self.cache_key(self.images.key_prefix(report.stage))
             result = dircache.restore(
                 self.store, self.cache_key(report.key), [prefix], [LOGICAL_PATH], [folder]
             )
@@ -88,30 +112,37 @@ class BuildKitCache(StoreCache):
         self.exported[stage] = folder
         return f"type=local,dest={folder},mode=max"
 
-    def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
+    def save_stage(
+        self, report: StageReport, tag: str, info: ImageInfo, *, target: bool = False
+    ) -> None:
         folder = self.exported.get(report.stage)
-        if folder is None or not (folder / "index.json").is_file():
-            # Built along by the target's build: its cache is in the target's export.
-            report.saved = "not saved"
-            return
+        if folder is not None and (folder / "index.json").is_file():
+            self._save_export(report, folder)
+        elif target:
+            self.keep(report)  # the target came whole: its cache export is kept as it was
+        else:
+            report.saved = "not saved"  # built along: its cache is in the target's export
+        if target:
+            # The target's image too, so that a build of the same inputs takes it whole;
+            # its layers are the export's blobs, so its pieces are known but the listing.
+            exported = (report.saved, report.uploaded_bytes, report.uploaded_layers)
+            report.uploaded_bytes = report.uploaded_layers = 0
+            self.images.save_stage(report, tag, info)
+            report.saved = _outcome(exported[0], report.saved)
+            report.uploaded_bytes += exported[1]
+            report.uploaded_layers = max(report.uploaded_layers, exported[2])
+
+    def _save_export(self, report: StageReport, folder: Path) -> None:
         earlier = self.restored_entries.get(report.stage)
         if earlier is not None and _same_layout(self.imported[report.stage], folder):
-            key = self.cache_key(report.key)
-            if earlier.key == key and earlier.scope == self.store.write_scope:
-                report.saved = "unchanged"
-                return
-            # The same cache under a new key or in a new scope: a manifest, no upload.
-            self.store.commit(dataclasses.replace(
-                earlier, key=key, scope=self.store.write_scope, created=time.time()
-            ))  # fmt: skip
-            report.saved = "recorded"
+            report.saved = keep_entry(self.store, earlier, self.cache_key(report.key))
             return
         result = dircache.save(
             self.store,
             self.cache_key(report.key),
             [LOGICAL_PATH],
             [folder],
-            [self.cache_key(self.key_prefix(report.stage))],
+            [self.cache_key(self.images.key_prefix(report.stage))],
             references=self.entries,
         )
         if result.manifest is not None:
@@ -121,8 +152,33 @@ class BuildKitCache(StoreCache):
         before = _layers(self.imported[report.stage]) if report.stage in self.imported else set()
         report.uploaded_layers = len(_layers(folder) - before)
 
+    def keep(self, report: StageReport) -> None:
+        key = self.cache_key(report.key)
+        found = self.store.find(key, (), kind=dircache.KIND)
+        if found is not None:
+            report.saved = keep_entry(self.store, found.manifest, key)
+        else:
+            report.saved = "in target"
+
+    def save_base(self, ref: str) -> None:
+        self.images.save_base(ref)
+
+    def mount_cache(
+        self, options: BuildOptions, stages: Sequence[Stage], builder: Builder
+    ) -> MountCache | None:
+        return self.images.mount_cache(options, stages, builder)
+
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_OUTCOMES = ("not saved", "unchanged", "recorded", "uploaded")
+
+
+def _outcome(first: str, second: str) -> str:
+    """What two saves of one stage come to: the one that did most."""
+    rank = {outcome: place for place, outcome in enumerate(_OUTCOMES)}
+    return max(first, second, key=lambda outcome: rank.get(outcome, -1))
 
 
 def _same_layout(a: Path, b: Path) -> bool:

@@ -17,7 +17,8 @@ _GLOB_CHARACTERS = frozenset("*?[\\")
 
 
 def select_files(context: Path, source: str, ignore: DockerIgnore) -> Iterator[str]:
-    """The files (and symlinks) below the context that one source copies."""
+    """The files (and symlinks) below the context that one source copies, and the
+    folders below a copied folder (ending in ``/``: an empty one is copied too)."""
     # COPY resolves sources inside the context: "/x" and "../x" both mean "x".
     relative = posixpath.normpath("/" + source).lstrip("/") or "."
     for match in _glob(context, relative):
@@ -145,9 +146,12 @@ def _walk(context: Path, directory: str, ignore: DockerIgnore) -> Iterator[str]:
     for entry in entries:
         path = posixpath.join(directory, entry.name) if directory else entry.name
         if entry.is_dir(follow_symlinks=False):
+            ignored = ignore.ignores(path)
             # Without "!" exceptions nothing below an ignored folder can come back.
-            if ignore.ignores(path) and not ignore.has_exceptions:
+            if ignored and not ignore.has_exceptions:
                 continue
+            if not ignored:
+                yield path + "/"
             yield from _walk(context, path, ignore)
         elif _is_copyable(entry) and not ignore.ignores(path):
             yield path

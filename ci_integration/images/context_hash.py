@@ -20,13 +20,14 @@ from ci_integration.images.context_files import select_files
 from ci_integration.images.dockerfile import Dockerfile, Stage
 from ci_integration.images.dockerignore import DockerIgnore
 
-KEY_FORMAT = 1  # bump when what a key covers changes, so old keys stop matching
+KEY_FORMAT = 2  # bump when what a key covers changes, so old keys stop matching
 NO_IMAGE_IDS: Mapping[str, str] = MappingProxyType({})
 
 
 def hash_sources(context: Path, sources: Sequence[str], ignore: DockerIgnore) -> str:
-    """sha256 hex over the files the COPY/ADD sources select: path, executable bit and
-    content of each (a symlink: its target), sorted by path; ignored files left out.
+    """sha256 hex over the files the COPY/ADD sources select: path, permissions and
+    content of each (a symlink: its target; a folder: its permissions), sorted by
+    path; ignored files left out. BuildKit's cache matches a COPY on no less.
     A source selecting nothing counts as ``missing:SOURCE``, so its appearing changes it."""
     entries: dict[str, str] = {}
     missing: set[str] = set()
@@ -51,14 +52,16 @@ def _encode(text: str) -> bytes:
 
 
 def _describe(context: Path, relative: str) -> str:
-    """What of one file the key covers: a symlink's target, else exec bit and content hash."""
+    """What of one file the key covers: a symlink's target, a folder's permissions,
+    else a file's permissions and content hash."""
     full = context / relative
     try:
         mode = full.lstat().st_mode
         if stat.S_ISLNK(mode):
             return "link\0" + os.readlink(full)
-        executable = "x" if mode & 0o111 else "-"
-        return f"file\0{executable}\0{_content_hash(full)}"
+        if stat.S_ISDIR(mode):
+            return f"dir\0{stat.S_IMODE(mode):o}"
+        return f"file\0{stat.S_IMODE(mode):o}\0{_content_hash(full)}"
     except OSError as exc:
         # The build will fail on it too; a key that says so is enough here.
         return f"unreadable\0{exc.errno}"

@@ -143,9 +143,55 @@ class Loadable:
 
 
 LayerFiles = Sequence[tuple[str, int, Iterable[memoryview]]]
+Buffer = bytes | memoryview  # what an archive stream is made of
 
 
-def docker_archive(images: Sequence[Loadable], layers: LayerFiles) -> Iterator[bytes]:
+def relabelled(image: Loadable, labels: Mapping[str, str], tags: Sequence[str]) -> Loadable:
+    """``image`` with ``labels`` added to its config, under ``tags``: the same layers,
+    so it loads with no layer file; a new config, so a new image ID. A kept OCI layout
+    is rewritten to name the new config (the old image's attestations are left out:
+    they name the old manifest)."""
+    document = json.loads(image.config)
+    settings = document.get("config") or {}
+    document["config"] = {**settings, "Labels": {**(settings.get("Labels") or {}), **labels}}
+    config = json.dumps(document, separators=(",", ":")).encode()
+    if image.index is None:
+        return Loadable(config, image.layers, tags)
+    files = {**image.layout_files, f"blobs/sha256/{_sha256(config)}": config}
+    (top,) = image.index["manifests"]
+    rewritten = _naming_config(top, files, f"sha256:{_sha256(image.config)}", config)
+    if rewritten is None:
+        raise CacheError("the kept OCI layout of the image does not name its config")
+    return Loadable(config, image.layers, tags, {"manifests": [rewritten]}, files)
+
+
+def _naming_config(
+    descriptor: Mapping, files: dict[str, bytes], old_config: str, config: bytes
+) -> dict | None:
+    """The descriptor of a copy of the manifest or index ``descriptor`` names, in which
+    the manifest of config ``old_config`` names ``config`` instead (the copies added to
+    ``files``); None when none of it names ``old_config``."""
+    path = f"blobs/sha256/{str(descriptor.get('digest', '')).removeprefix('sha256:')}"
+    if path not in files:
+        return None
+    document = json.loads(files[path])
+    if "manifests" in document:
+        named = [_naming_config(d, files, old_config, config) for d in document["manifests"]]
+        document["manifests"] = [found for found in named if found is not None]
+        if not document["manifests"]:
+            return None
+    elif (document.get("config") or {}).get("digest") == old_config:
+        document["config"] = {**document["config"], "digest": f"sha256:{_sha256(config)}",
+                              "size": len(config)}  # fmt: skip
+    else:
+        return None
+    blob = json.dumps(document, separators=(",", ":")).encode()
+    files[f"blobs/sha256/{_sha256(blob)}"] = blob
+    kept = {key: value for key, value in descriptor.items() if key != "annotations"}
+    return {**kept, "digest": f"sha256:{_sha256(blob)}", "size": len(blob)}
+
+
+def docker_archive(images: Sequence[Loadable], layers: LayerFiles) -> Iterator[Buffer]:
     """A ``manifest.json`` archive, for the classic store: only ``layers`` (sha256 hex,
     size, bytes) are in it; every other layer must be on the engine already."""
     manifest = [
@@ -164,7 +210,7 @@ def docker_archive(images: Sequence[Loadable], layers: LayerFiles) -> Iterator[b
     yield _END
 
 
-def oci_layout(images: Sequence[Loadable], layers: LayerFiles) -> Iterator[bytes]:
+def oci_layout(images: Sequence[Loadable], layers: LayerFiles) -> Iterator[Buffer]:
     """An OCI layout, for the containerd store: each image under each of its tags,
     from its own index where one was kept (so its ID is the one it had), else from a
     manifest made here; only ``layers`` of the layer files are in it."""
@@ -241,10 +287,9 @@ def _member(name: str, data: bytes) -> Iterator[bytes]:
     yield _padding(len(data))
 
 
-def _streamed_member(name: str, size: int, data: Iterable[memoryview]) -> Iterator[bytes]:
+def _streamed_member(name: str, size: int, data: Iterable[memoryview]) -> Iterator[Buffer]:
     yield _header(name, size)
-    for view in data:
-        yield bytes(view)
+    yield from data  # views of the pieces as read: no copy here
     yield _padding(size)
 
 

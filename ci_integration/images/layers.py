@@ -16,7 +16,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from ci_integration.archive.pack import Packer, known_pieces, pack_fetcher
 from ci_integration.archive.read import PieceReader
@@ -24,7 +24,13 @@ from ci_integration.archive.tree import DIRECTORY, FILE, Record, Tree
 from ci_integration.dircache import reusable_pieces
 from ci_integration.engine.images import Engine, ImageInfo, chain_ids
 from ci_integration.errors import CacheError, CorruptDataError
-from ci_integration.images.image_archive import Loadable, docker_archive, oci_layout, read_export
+from ci_integration.images.image_archive import (
+    Loadable,
+    docker_archive,
+    oci_layout,
+    read_export,
+    relabelled,
+)
 from ci_integration.store.manifest import BlobRef, Manifest
 from ci_integration.store.scoped import ScopedStore
 
@@ -89,13 +95,15 @@ def save_image(
     key: str,
     earlier: Sequence[StoredImage] = (),
     metadata: dict | None = None,
+    also: Sequence[Manifest] = (),
 ) -> ImageTransfer:
-    """Save image ``ref`` under ``key``; pieces held by ``earlier`` entries are not uploaded."""
+    """Save image ``ref`` under ``key``; pieces held by ``earlier`` entries (and by the
+    entries of any kind in ``also``) are not uploaded."""
     started = time.monotonic()
     info = engine.image(ref)
     if info is None:
         raise CacheError(f"cannot save {ref}: the engine has no such image")
-    references = reusable_pieces(store, [stored.manifest for stored in earlier])
+    references = reusable_pieces(store, [*(stored.manifest for stored in earlier), *also])
     with Packer(store, known_pieces(references)) as packer:
         exported = read_export(engine.export(ref), packer)
         packer.finish()
@@ -157,21 +165,25 @@ def load_images(
     store: ScopedStore,
     wanted: Sequence[tuple[StoredImage, Sequence[str]]],
     present: set[str],
+    copies: Sequence[tuple[int, Mapping[str, str], str]] = (),
 ) -> list[ImageTransfer]:
     """Bring each stored image into the engine under its tags, in one ``docker load``
     that carries only the layers the engine lacks. ``present`` (the engine's layer
-    chains) is updated with what was loaded."""
+    chains) is updated with what was loaded. ``copies`` (the index of an image in
+    ``wanted``, labels, a tag) come in the same load: that image with labels added."""
     started = time.monotonic()
+    copied = {position for position, _, _ in copies}
     transfers = []
     images: list[Loadable] = []
     loaded: list[StoredImage] = []
+    by_position: dict[int, Loadable] = {}
     sources: dict[str, tuple[Record, PieceReader]] = {}
     needed: dict[str, None] = {}
     with contextlib.ExitStack() as readers:
-        for stored, tags in wanted:
+        for position, (stored, tags) in enumerate(wanted):
             transfer = ImageTransfer(tags[0], stored.image_id, layers=len(stored.diff_ids))
             transfers.append(transfer)
-            if engine.image(stored.image_id) is not None:
+            if engine.image(stored.image_id) is not None and position not in copied:
                 for tag in tags:
                     engine.tag(stored.image_id, tag)
                 continue
@@ -191,12 +203,10 @@ def load_images(
                 sources[layer][0].size for layer in set(lacking) - set(needed)
             )
             needed.update(dict.fromkeys(lacking))
-            layout = stored.layout(store)
-            images.append(Loadable(
-                config, [(layer, sources[layer][0].size) for layer in stored.layers], list(tags),
-                json.loads(layout.pop("index.json")) if layout else None, layout,
-            ))  # fmt: skip
+            by_position[position] = _loadable(store, stored, config, tags, tree)
+            images.append(by_position[position])
             loaded.append(stored)
+        images += [relabelled(by_position[at], labels, [tag]) for at, labels, tag in copies]
         if images:
             files = [(layer, sources[layer][0].size, _reading(sources[layer])) for layer in needed]
             write = oci_layout if engine.image_store == "containerd" else docker_archive
@@ -206,6 +216,16 @@ def load_images(
     for transfer in transfers:
         transfer.seconds = time.monotonic() - started
     return transfers
+
+
+def _loadable(
+    store: ScopedStore, stored: StoredImage, config: bytes, tags: Sequence[str], tree: Tree
+) -> Loadable:
+    sizes = {record.path: record.size for record in tree.records if record.type == FILE}
+    layout = stored.layout(store)
+    index = json.loads(layout.pop("index.json")) if layout else None
+    return Loadable(config, [(layer, sizes[layer]) for layer in stored.layers], list(tags),
+                    index, layout)  # fmt: skip
 
 
 def _reading(source: tuple[Record, PieceReader]) -> Iterator[memoryview]:

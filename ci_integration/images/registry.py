@@ -74,7 +74,9 @@ class RegistryCache(CacheBackend):
         pulled = {name: self.cache_ref(name, scope) for name, (scope, _) in self.pulled.items()}
         return rule.pick(stage, pulled)
 
-    def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
+    def save_stage(
+        self, report: StageReport, tag: str, info: ImageInfo, *, target: bool = False
+    ) -> None:
         scope, pulled = self.pulled.get(report.stage, ("", None))
         if pulled is not None and scope == self.scope_chain[0] and pulled.diff_ids == info.diff_ids:
             report.saved = "unchanged"

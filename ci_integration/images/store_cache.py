@@ -9,7 +9,8 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ci_integration.engine.images import Engine, ImageInfo
-from ci_integration.images.build import BuildOptions, CacheBackend, StageReport
+from ci_integration.errors import CacheError
+from ci_integration.images.build import BuildOptions, CacheBackend, StageReport, WholeTarget
 from ci_integration.images.builders import Builder, CliBuilder
 from ci_integration.images.dockerfile import Stage
 from ci_integration.images.layers import (
@@ -20,6 +21,7 @@ from ci_integration.images.layers import (
     save_image,
 )
 from ci_integration.images.mounts import MountCache, usable_mounts
+from ci_integration.store.manifest import Manifest
 from ci_integration.store.scoped import ScopedStore
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class StoreCache(CacheBackend):
         self.restored: dict[str, StoredImage] = {}
         self.bases: dict[str, StoredImage] = {}
         self.saved: list[StoredImage] = []
+        self.also_known: list[Manifest] = []  # entries of other kinds a save may reuse
 
     def key_prefix(self, stage: str) -> str:
         return f"stage:{self.repository}:{stage}:"
@@ -66,29 +69,46 @@ class StoreCache(CacheBackend):
                     infos[report.stage] = info
         return infos
 
-    def save_stage(self, report: StageReport, tag: str, info: ImageInfo) -> None:
+    def restore_target(self, whole: WholeTarget) -> ImageInfo | None:
+        target = whole.reports[-1]
+        stored = find_image(self.store, target.key)
+        if stored is None:
+            return None
+        self.restored[target.stage] = stored
+        target.restored, target.restored_from = "exact", stored.manifest.scope
+        wanted = [(stored, [whole.tags[target.stage]])]
+        wanted += [(self.bases[ref], [ref]) for ref in whole.bases if ref in self.bases]
+        present = self.engine.present_chain_ids()
+        copy = (0, whole.labels, whole.image)
+        loaded = load_images(self.engine, self.store, wanted, present, [copy])
+        target.loaded_layers = loaded[0].moved_layers
+        info = self.engine.image(whole.image)
+        if info is None or info.diff_ids != stored.diff_ids:
+            raise CacheError(f"the engine did not take the image of {target.key} with labels")
+        return info
+
+    def save_stage(
+        self, report: StageReport, tag: str, info: ImageInfo, *, target: bool = False
+    ) -> None:
         earlier = self.restored.get(report.stage)
         if info_matches(info, earlier) and earlier is not None:
-            if (
-                earlier.manifest.key == report.key
-                and earlier.manifest.scope == self.store.write_scope
-            ):
-                report.saved = "unchanged"
-                return
-            # Same layers under a new key or in a new scope: a manifest, no upload.
-            self.store.commit(dataclasses.replace(
-                earlier.manifest, key=report.key, scope=self.store.write_scope, created=time.time()
-            ))  # fmt: skip
-            report.saved = "recorded"
+            # Same layers: at most a manifest, no upload.
+            report.saved = keep_entry(self.store, earlier.manifest, report.key)
             return
-        transfer = save_image(
-            self.engine, self.store, tag, report.key, self._known(), {"stage": report.stage}
-        )
+        transfer = save_image(self.engine, self.store, tag, report.key, self._known(),
+                              {"stage": report.stage}, also=self.also_known)  # fmt: skip
         if transfer.stored is not None:
             self.saved.append(transfer.stored)
         report.saved = "uploaded"
         report.uploaded_bytes = transfer.moved_bytes
         report.uploaded_layers = transfer.moved_layers
+
+    def keep(self, report: StageReport) -> None:
+        stored = find_image(self.store, report.key)
+        if stored is not None:
+            report.saved = keep_entry(self.store, stored.manifest, report.key)
+        else:
+            report.saved = "in target"
 
     def save_base(self, ref: str) -> None:
         info = self.engine.image(ref)
@@ -122,6 +142,18 @@ class StoreCache(CacheBackend):
             return None
         return MountCache(builder.docker, builder.env, self.store, self.repository, mounts,
                           helper, buildx=builder.buildx)  # fmt: skip
+
+
+def keep_entry(store: ScopedStore, manifest: Manifest, key: str) -> str:
+    """An entry whose content this job would save under ``key``: kept as it is when it
+    is this job's already (``unchanged``), else its manifest written under ``key`` in
+    the job's scope (``recorded``): the same pieces, nothing uploaded."""
+    if manifest.key == key and manifest.scope == store.write_scope:
+        return "unchanged"
+    store.commit(dataclasses.replace(
+        manifest, key=key, scope=store.write_scope, created=time.time()
+    ))  # fmt: skip
+    return "recorded"
 
 
 def helper_image(stages: Sequence[Stage], mounts: Sequence[object]) -> str | None:

@@ -112,7 +112,13 @@ def test_hash_sources_follows_copied_content_names_and_exec_bit(context):
     renamed = hash_sources(context, SOURCES, IGNORE_LOGS)
     (context / "src" / "helpers.py").chmod(0o755)
     executable = hash_sources(context, SOURCES, IGNORE_LOGS)
-    assert len({before, content_changed, renamed, executable}) == 4
+    (context / "src" / "helpers.py").chmod(0o775)
+    group_writable = hash_sources(context, SOURCES, IGNORE_LOGS)
+    (context / "src" / "empty").mkdir()
+    # COPY copies an empty folder too, so the image would differ.
+    with_folder = hash_sources(context, SOURCES, IGNORE_LOGS)
+    changes = {before, content_changed, renamed, executable, group_writable, with_folder}
+    assert len(changes) == 6
 
 
 def test_hash_sources_ignores_what_is_not_copied(context):
