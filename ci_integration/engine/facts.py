@@ -76,11 +76,6 @@ class EngineFacts:
         return dataclasses.asdict(self)
 
 
-def detect(api, client: str, env: Mapping[str, str]) -> EngineFacts:
-    """Ask the engine (``api``: docker-py's APIClient) and the client ``client``."""
-    return FactsProbe(api, client, env).result()
-
-
 class FactsProbe:
     """The facts, asked for at once and awaited when needed: the engine answers
     straight away, the client's three probes (each starts a Go program: ~0.15 s)

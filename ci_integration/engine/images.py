@@ -17,7 +17,7 @@ import docker
 import docker.errors
 
 from ci_integration.engine.errors import ENGINE_EXCEPTIONS, engine_errors, explain, lost_connection
-from ci_integration.engine.facts import EngineFacts, FactsProbe
+from ci_integration.engine.facts import FactsProbe
 from ci_integration.engine.facts import image_store as image_store_of
 from ci_integration.errors import EngineError, EngineGone
 
@@ -77,12 +77,9 @@ class Engine:
                 self._image_store = image_store_of(self.api.info())
         return self._image_store
 
-    def facts(self, client: str, env: Mapping[str, str]) -> EngineFacts:
-        """What this engine and the docker client ``client`` say of themselves."""
-        return self.probe(client, env).result()
-
     def probe(self, client: str, env: Mapping[str, str]) -> FactsProbe:
-        """The same facts, the client's part still being asked (FactsProbe.result)."""
+        """What this engine and the docker client ``client`` say of themselves, the
+        client's part still being asked (FactsProbe.result)."""
         with engine_errors("asking the engine what it is"):
             probe = FactsProbe(self.api, client, env)
         self._image_store = probe.image_store

@@ -214,7 +214,9 @@ def build(
     built: dict[str, ImageInfo] = {}
     mount_cache = None
     if whole is not None:
-        built[target.ref] = _came_whole(report, stages, engine.image(tags[target.ref]))
+        # The labelled copy has the kept image's layers: what its save compares.
+        built[target.ref] = whole
+        _came_whole(report, stages)
         report.image_id = whole.id
         log.info("%s comes whole from the cache (its inputs are unchanged): no stage built",
                  options.image)  # fmt: skip
@@ -272,10 +274,8 @@ def _may_come_whole(options: BuildOptions, parsed: dockerfiles.Dockerfile, targe
     return not options.always_build and exported <= {target.ref}
 
 
-def _came_whole(report: BuildReport, stages: Sequence[Stage], kept: ImageInfo | None) -> ImageInfo:
-    """Fill the report of a build whose target came whole; the kept image's info."""
-    if kept is None:
-        raise CacheError("the engine lost the target's image just loaded")
+def _came_whole(report: BuildReport, stages: Sequence[Stage]) -> None:
+    """Fill the report of a build whose target came whole."""
     report.whole = True
     target = report.stages[-1]
     for stage, stage_report in zip(stages, report.stages, strict=True):
@@ -285,7 +285,6 @@ def _came_whole(report: BuildReport, stages: Sequence[Stage], kept: ImageInfo | 
         if stage_report is not target:
             # Its key is inside the target's: it is what the target was built from.
             stage_report.restored, stage_report.restored_from = "exact", target.restored_from
-    return kept
 
 
 # The instructions BuildKit lists as steps of a stage (the others only set its config).
