@@ -35,6 +35,7 @@ class SaveResult:
     uploaded_bytes: int = 0
     seconds: float = 0.0
     manifest: Manifest | None = None  # the entry written, when one was
+    reused_from: list[str] = dataclasses.field(default_factory=list)  # "scope/key" each
 
 
 @dataclasses.dataclass
@@ -68,19 +69,26 @@ def save(
 ) -> SaveResult:
     """Save ``roots`` (written by the user as ``paths``) under ``key`` in the job's scope.
 
-    Pieces already stored by the entry with this key, by the newest entry matching
-    ``reference_prefixes``, or by the entries ``references``, are referenced instead
-    of uploaded.
+    Pieces already stored are referenced instead of uploaded: those of the entry
+    with this key, of the newest entry matching ``reference_prefixes``, of the
+    entries ``references``, of every entry this job restored, and of the newest
+    entry holding the same ``paths`` whatever its key.
     """
     started = time.monotonic()
-    match = store.find(key, reference_prefixes, kind=KIND, accept=_same_paths(paths))
-    earlier = reusable_pieces(store, [match.manifest, *references] if match else references)
+    if store.read_only:
+        log.info("not saving %s: this job is read-only (%s)", key, store.why or "asked")
+        return SaveResult(key, store.write_scope, saved=False)
+    earlier = reusable_pieces(store, _references(store, key, paths, reference_prefixes,
+                                                 references))  # fmt: skip
     progress = Progress(f"saving {key}")
-    with Packer(store, known_pieces(earlier)) as packer:
+    with Packer(store, known_pieces(tree for _, tree in earlier)) as packer:
         records = scan(list(roots), packer, progress.advance)
         packer.finish()
     progress.close()
     result = SaveResult(key, store.write_scope, saved=False, seconds=time.monotonic() - started)
+    referenced = packer.referenced_packs()
+    result.reused_from = [f"{manifest.scope}/{manifest.key}" for manifest, (_, sizes) in earlier
+                          if referenced & sizes.keys()]  # fmt: skip
     if not records:
         log.warning("nothing to save for %s: none of %s exists", key, ", ".join(paths))
         return result
@@ -150,20 +158,38 @@ def _same_paths(paths: Sequence[str]):
     return lambda manifest: manifest.metadata.get("paths") == list(paths)
 
 
+def _references(
+    store: ScopedStore,
+    key: str,
+    paths: Sequence[str],
+    reference_prefixes: Sequence[str],
+    references: Sequence[Manifest],
+) -> list[Manifest]:
+    """The entries whose pieces a save of ``paths`` under ``key`` may reference, each once."""
+    match = store.find(key, reference_prefixes, kind=KIND, accept=_same_paths(paths))
+    found = [match.manifest] if match else []
+    found += [*references, *store.restored_by_job()]
+    alike = store.newest_of_family(KIND, paths)
+    if alike is not None:
+        found.append(alike)
+    unique = {(manifest.scope, manifest.key, manifest.kind): manifest for manifest in found}
+    return list(unique.values())
+
+
 def reusable_pieces(
     store: ScopedStore, manifests: Sequence[Manifest]
-) -> list[tuple[Tree, dict[str, int]]]:
-    """The listing and blob sizes of each entry whose pieces a save may reference (a
-    folder's or an image's: both name their listing ``tree``); an unusable entry is
+) -> list[tuple[Manifest, tuple[Tree, dict[str, int]]]]:
+    """Each entry whose pieces a save may reference (a folder's or an image's: both
+    name their listing ``tree``) with its listing and blob sizes; an unusable entry is
     left out, with a warning."""
     earlier = []
     for manifest in manifests:
         try:
-            earlier.append(
-                (_load_tree(store, manifest), {b.digest: b.size for b in manifest.blobs})
-            )
+            tree = _load_tree(store, manifest)
         except CorruptDataError as exc:
             log.warning("not reusing the pieces of %s: %s", manifest.key, exc)
+            continue
+        earlier.append((manifest, (tree, {b.digest: b.size for b in manifest.blobs})))
     return earlier
 
 

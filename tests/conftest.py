@@ -29,10 +29,12 @@ def _restore_tool_logger():
 
 
 @pytest.fixture
-def base_env() -> dict[str, str]:
-    """What every job has, whatever the CI: a PATH to find git and docker, and the
-    engine of this pytest process once a test of the session has started it."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ["HOME"]}
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What every job has, whatever the CI: a PATH to find git and docker, the engine
+    of this pytest process once a test of the session has started it, and a state
+    folder of its own (a test is one job: it never sees another test's restores)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ["HOME"],
+           "CI_INTEGRATION_STATE_DIR": str(tmp_path_factory.mktemp("job-state"))}  # fmt: skip
     if "DOCKER_HOST" in os.environ:
         env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
     return env

@@ -142,6 +142,10 @@ class Packer:
         self.pieces.append(piece)
         return len(self.pieces) - 1, count
 
+    def referenced_packs(self) -> set[str]:
+        """The packs of earlier entries this save references."""
+        return set(self._pack_index)
+
     def is_new(self, piece_index: int) -> bool:
         """Whether this save stored the piece, rather than finding it stored."""
         return self.packs[self.pieces[piece_index].pack][0] not in self._pack_index

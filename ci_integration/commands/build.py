@@ -31,8 +31,7 @@ from ci_integration.images.exports import Export
 from ci_integration.images.registry import RegistryCache
 from ci_integration.images.store_cache import StoreCache
 from ci_integration.report import human_bytes
-from ci_integration.store import open_store
-from ci_integration.store.scoped import ScopedStore
+from ci_integration.store import open_job_store
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         if args.registry:
             images = RegistryCache(engine, args.registry, job.scope_chain)
         else:
-            store = ScopedStore(open_store(args.store, env), job.scope_chain)
+            store = open_job_store(args.store, env, job.scope_chain)
+            if store.read_only and not options.read_only:
+                log.info("saving nothing: this job is read-only (%s)", store.why)
+                options = dataclasses.replace(options, read_only=True)
             images = StoreCache(engine, store, repository)
         chosen: list[CacheBackend] = []  # the backends toolchain() made, to close
 

@@ -19,7 +19,7 @@ from ci_integration import context, dircache, keys, report
 from ci_integration.commands import options
 from ci_integration.errors import CacheError
 from ci_integration.report import human_bytes
-from ci_integration.store import open_store
+from ci_integration.store import open_job_store, open_store
 from ci_integration.store.prune import prune
 from ci_integration.store.scoped import ScopedStore
 
@@ -112,6 +112,7 @@ def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "files": result.files,
             "new_bytes": result.new_bytes,
             "reused_bytes": result.reused_bytes,
+            "reused_from": result.reused_from,
             "uploaded_bytes": result.uploaded_bytes,
             "seconds": round(result.seconds, 3),
         },
@@ -237,7 +238,7 @@ def _render_keys(args: argparse.Namespace, job: context.CIContext) -> tuple[str,
 def _scoped(
     args: argparse.Namespace, job: context.CIContext, env: Mapping[str, str]
 ) -> ScopedStore:
-    return ScopedStore(open_store(args.store, env), job.scope_chain)
+    return open_job_store(args.store, env, job.scope_chain)
 
 
 @contextlib.contextmanager
@@ -271,10 +272,12 @@ def _log_save(result: dircache.SaveResult) -> None:
     if result.unchanged:
         log.info("cache entry %s in %s is unchanged: nothing uploaded", result.key, result.scope)
     elif result.saved:
+        source = f" (from {', '.join(result.reused_from)})" if result.reused_from else ""
         log.info(
-            "saved %s to %s: %d files, %s new, %s reused, %s uploaded in %.1f s",
+            "saved %s to %s: %d files, %s new, %s reused%s, %s uploaded in %.1f s",
             result.key, result.scope, result.files, human_bytes(result.new_bytes),
-            human_bytes(result.reused_bytes), human_bytes(result.uploaded_bytes), result.seconds,
+            human_bytes(result.reused_bytes), source, human_bytes(result.uploaded_bytes),
+            result.seconds,
         )  # fmt: skip
 
 

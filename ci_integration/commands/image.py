@@ -15,7 +15,7 @@ from ci_integration.engine.images import Engine
 from ci_integration.errors import CacheError, UsageError
 from ci_integration.images.layers import KIND, StoredImage, load_images, save_image
 from ci_integration.report import human_bytes
-from ci_integration.store import open_store
+from ci_integration.store import open_job_store
 from ci_integration.store.scoped import ScopedStore
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,10 @@ def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         log.info("not saving %s: this job is read-only", ", ".join(args.images))
         return 0
     key = _render(args.key, job)
-    store = ScopedStore(open_store(args.store, env), job.scope_chain)
+    store = open_job_store(args.store, env, job.scope_chain)
+    if store.read_only:
+        log.info("not saving %s: this job is read-only (%s)", ", ".join(args.images), store.why)
+        return 0
     engine = Engine(env)
     results = []
     try:
@@ -83,7 +86,7 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     job = context.detect(env, Path.cwd())
     key = _render(args.key, job)
     prefixes = [_render(prefix, job) for prefix in args.restore_keys]
-    store = ScopedStore(open_store(args.store, env), job.scope_chain)
+    store = open_job_store(args.store, env, job.scope_chain)
     engine = Engine(env)
     results = []
     try:

@@ -25,8 +25,7 @@ from ci_integration.containers.spec import ContainerSpec, unique_name, volume
 from ci_integration.engine import containers as engine_api
 from ci_integration.engine.images import Engine
 from ci_integration.errors import UsageError
-from ci_integration.store import open_store
-from ci_integration.store.scoped import ScopedStore
+from ci_integration.store import open_job_store
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +163,9 @@ def _ccache_folder(args: argparse.Namespace, env: Mapping[str, str]) -> CcacheFo
     job = context.detect(env, Path.cwd())
     key = keys.render(args.ccache_key, values=keys.placeholder_values(job.branch, job.scope),
                       cwd=Path.cwd())  # fmt: skip
-    store = ScopedStore(open_store(args.store, env), job.scope_chain)
+    store = open_job_store(args.store, env, job.scope_chain)
     return CcacheFolder((Path.cwd() / args.ccache).resolve(), key, store, strict=args.strict,
-                        read_only=job.read_only)  # fmt: skip
+                        read_only=job.read_only or store.read_only)  # fmt: skip
 
 
 def container_spec(

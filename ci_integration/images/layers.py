@@ -104,7 +104,7 @@ def save_image(
     if info is None:
         raise CacheError(f"cannot save {ref}: the engine has no such image")
     references = reusable_pieces(store, [*(stored.manifest for stored in earlier), *also])
-    with Packer(store, known_pieces(references)) as packer:
+    with Packer(store, known_pieces(pair for _, pair in references)) as packer:
         exported = read_export(engine.export(ref), packer)
         packer.finish()
     # The config names the layers: an export whose config names others is not this

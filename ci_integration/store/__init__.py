@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ci_integration.errors import UsageError
 from ci_integration.store.base import Store
+from ci_integration.store.journal import Journal, state_dir
 from ci_integration.store.local import LocalStore
+from ci_integration.store.scoped import ScopedStore
 
-__all__ = ["Store", "default_store_dir", "open_store"]
+__all__ = ["ScopedStore", "Store", "default_store_dir", "open_job_store", "open_store"]
 
 STORE_ENV = "CI_INTEGRATION_STORE"
+CACHE_MODE_ENV = "ACTIONS_CACHE_MODE"  # GitHub's: a job that may only read or only write
 CACHE_DIR_ENV = "CI_INTEGRATION_CACHE_DIR"
 # As botocore checks them; the service itself may be stricter.
 _BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
@@ -65,6 +68,24 @@ def open_store(url: str | None, env: Mapping[str, str]) -> Store:
         f"unsupported store URL scheme {parsed.scheme!r} in {_safe(url)}: "
         "use file://DIR, s3://BUCKET/PREFIX, oci://HOST/REPOSITORY, gha:// or jenkins://"
     )
+
+
+def open_job_store(
+    url: str | None, env: Mapping[str, str], scope_chain: Sequence[str]
+) -> ScopedStore:
+    """The store as a job sees it: its scope chain, and its restores remembered (so a
+    later save of the job references their pieces whatever its key)."""
+    store = open_store(url, env)
+    journal = Journal(state_dir(env), store.description)
+    mode = env.get(CACHE_MODE_ENV, "").strip().lower().replace("_", "-")
+    if mode not in ("", "read-write", "read-only", "read", "write-only", "write"):
+        raise UsageError(f"{CACHE_MODE_ENV} is {mode[:40]!r}: it may be read-only, write-only "
+                         "or read-write")  # fmt: skip
+    read_only = mode in ("read-only", "read")
+    write_only = mode in ("write-only", "write")
+    why = f"{CACHE_MODE_ENV} is {mode}" if read_only or write_only else ""
+    return ScopedStore(store, scope_chain, read_only=read_only, write_only=write_only,
+                       why=why, journal=journal)  # fmt: skip
 
 
 def _s3_store(url: str, env: Mapping[str, str]) -> Store:

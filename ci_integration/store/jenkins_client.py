@@ -1,9 +1,10 @@
 """HTTP to a Jenkins controller, for the jenkins:// store: a job's last successful
-build (pinned by number), a build's artifact list and an artifact's bytes. One
-session with Basic auth (JENKINS_USER and JENKINS_TOKEN, an API token), timeouts
-and bounded retries on every request; failures are one-line OSErrors that name the
-controller and never the user's token. A controller that stopped answering is not
-asked again by the same process: each later call fails at once.
+build (pinned by number), a build's artifact list and an artifact's bytes, through
+the remote stores' shared transport (store/http.py): one session with Basic auth
+(JENKINS_USER and JENKINS_TOKEN, an API token), timeouts and bounded retries on
+every request; failures are one-line OSErrors that name the controller and never
+the user's token. A controller that stopped answering is not asked again by the
+same process: each later call fails at once.
 
 Jenkins' remote access API (https://www.jenkins.io/doc/book/using/remote-access-api/):
 ``job/A/job/B/lastSuccessfulBuild/api/json?tree=number`` and
@@ -20,11 +21,10 @@ from collections.abc import Mapping
 
 import requests
 
-from ci_integration.store import retry
+from ci_integration.store.http import Transport
 from ci_integration.store.jenkins_jobs import job_url_path
 
 READ_TIMEOUT_SECONDS = 30.0  # retry.TIMEOUT_ENV sets it
-POOL_CONNECTIONS = 16  # restores fetch packs ahead in threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,16 +43,18 @@ class JenkinsClient:
         self.base = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/") + "/",
                                              "", ""))  # fmt: skip
         self.where = f"Jenkins at {self.base}"
-        self.timeout = retry.timeouts(env, READ_TIMEOUT_SECONDS)
-        self._session = retry.session(env, pool_connections=POOL_CONNECTIONS)
+        refused = ("set JENKINS_USER and JENKINS_TOKEN (an API token) of a user who may read "
+                   "the job")  # fmt: skip
+        self.transport = Transport("Jenkins", env, refused=refused,
+                                   secrets=[env.get("JENKINS_TOKEN", "")],
+                                   read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
         if env.get("JENKINS_USER") and env.get("JENKINS_TOKEN"):
-            self._session.auth = (env["JENKINS_USER"], env["JENKINS_TOKEN"])
-        self._down: str | None = None
+            self.transport.session.auth = (env["JENKINS_USER"], env["JENKINS_TOKEN"])
 
     def last_successful(self, job: str) -> Build | None:
         """The job's last successful build, or None when the job has none (or no such job)."""
         document = self._json(f"{job_url_path(job)}lastSuccessfulBuild/api/json?tree=number",
-                              f"the last successful build of {job}")  # fmt: skip
+                              f"reading the last successful build of {job}")  # fmt: skip
         if document is None:
             return None
         number = document.get("number") if isinstance(document, dict) else None
@@ -62,7 +64,7 @@ class JenkinsClient:
 
     def artifacts(self, build: Build) -> list[str]:
         """The relative paths of the build's archived files."""
-        what = f"the artifacts of {build.job} #{build.number}"
+        what = f"listing the artifacts of {build.job} #{build.number}"
         path = f"{job_url_path(build.job)}{build.number}/api/json?tree=artifacts[relativePath]"
         document = self._json(path, what)
         if document is None:
@@ -77,7 +79,7 @@ class JenkinsClient:
         """The archived file's bytes, or None when the build has no such file."""
         path = (f"{job_url_path(build.job)}{build.number}/artifact/"
                 f"{urllib.parse.quote(relative_path, safe='/')}")  # fmt: skip
-        response = self._get(path, f"{relative_path} of {build.job} #{build.number}")
+        response = self._get(path, f"downloading {relative_path} of {build.job} #{build.number}")
         return None if response is None else response.content
 
     def _json(self, path: str, what: str) -> object:
@@ -87,30 +89,11 @@ class JenkinsClient:
         try:
             return response.json()
         except ValueError:
-            raise OSError(f"{self.where} answered {what} with no JSON") from None
+            raise OSError(f"{self.where}: {what} gave no JSON") from None
 
     def _get(self, path: str, what: str) -> requests.Response | None:
         """The answer when 200, None when 404; anything else raises a one-line OSError."""
-        if self._down:
-            raise ConnectionError(self._down)
-        url = self.base + path
-        try:
-            response, attempts = retry.send(self._session, "GET", url, timeout=self.timeout)
-        except retry.Unanswered as exc:
-            self._down = f"{self.where} did not answer earlier ({exc.cause})"
-            raise ConnectionError(f"{self.where} did not answer {what} ({exc.cause})") from None
-        except requests.RequestException as exc:
-            raise OSError(f"{self.where} failed {what}: {type(exc).__name__}") from None
-        status = response.status_code
-        if status == 200:
-            return response
-        if status == 404:
-            return None
-        if status in (401, 403):
-            raise PermissionError(f"{self.where} refused {what} (HTTP {status}): set "
-                                  "JENKINS_USER and JENKINS_TOKEN (an API token) of a "
-                                  "user who may read the job")  # fmt: skip
-        tried = f", {attempts.failures} attempts" if attempts.failures > 1 else ""
-        if status in retry.RETRY_STATUSES:
-            self._down = f"{self.where} failed earlier (HTTP {status}{tried})"
-        raise OSError(f"{self.where} failed {what}: HTTP {status}{tried}")
+        # Redirects followed: an artifact manager's storage (no Authorization goes there).
+        response = self.transport.request("GET", self.base + path, what, passed={404},
+                                          follow_redirects=True)  # fmt: skip
+        return None if response.status_code == 404 else response

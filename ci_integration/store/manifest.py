@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ci_integration.errors import CorruptDataError
@@ -32,6 +34,13 @@ class Manifest:
     @property
     def size(self) -> int:
         return sum(blob.size for blob in self.blobs)
+
+    @property
+    def family(self) -> str | None:
+        """What entries holding the same paths share, whatever their keys (None for
+        an entry of no paths: an image)."""
+        paths = self.metadata.get("paths")
+        return family_of(self.kind, paths) if isinstance(paths, list) else None
 
     def to_json(self) -> bytes:
         document = {
@@ -71,3 +80,9 @@ class Manifest:
         if bad:
             raise CorruptDataError(f"manifest names an invalid blob {bad[0][:80]!r}")
         return manifest
+
+
+def family_of(kind: str, paths: Sequence[str]) -> str:
+    """A short, key-safe name for (kind, paths): the family of folder entries."""
+    digest = hashlib.sha256(json.dumps([kind, list(paths)]).encode()).hexdigest()
+    return f"{kind}-{digest[:16]}"

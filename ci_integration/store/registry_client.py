@@ -1,13 +1,13 @@
 """HTTP to an OCI distribution registry, for the OCI store: one session, timeouts and
 bounded retries on every request, the auth dance (anonymous first, then the Bearer
-or Basic challenge of a 401) with the login from the docker config, and failures as
-one-line OSErrors that name the registry and never a credential or a token."""
+or Basic challenge of a 401) with the login from the docker config (its credential
+helpers too), and failures as one-line OSErrors that name the registry and never a
+credential or a token."""
 
 from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import logging
 import re
 import threading
@@ -16,6 +16,8 @@ import urllib.parse
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
+import docker.auth
+import docker.errors
 import requests
 
 from ci_integration.store import retry
@@ -52,18 +54,29 @@ def docker_config_path(env: Mapping[str, str]) -> Path | None:
 
 
 def docker_login(host: str, env: Mapping[str, str]) -> tuple[str, str] | None:
-    """(user, password) saved by ``docker login HOST``: ``auths[HOST].auth``, base64 of
-    user:password. Credential helpers (credsStore, credHelpers) are not run."""
+    """(user, password) that ``docker login HOST`` saved, read as docker-py reads the
+    docker config: ``auths``, or the credential helper it names for the host
+    (``credHelpers``, ``credsStore``), run with the job's environment (docker-py
+    finds the helper on this process's PATH)."""
     path = docker_config_path(env)
+    if path is None or not path.is_file():
+        return None
+    job_env = dict(env)
     try:
-        auths = json.loads(path.read_bytes())["auths"] if path else {}
-        for name, item in auths.items():
-            if _registry_host(name) == _registry_host(host) and item.get("auth"):
-                user, _, password = base64.b64decode(item["auth"]).decode().partition(":")
-                return user, password
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass  # no usable config: anonymous, and a 401 says where the login was looked for
-    return None
+        config = docker.auth.load_config(str(path), credstore_env=job_env)
+        # Hosts compared as the registry compares them: case and scheme aside.
+        config["auths"] = {_registry_host(name): item for name, item in config.auths.items()}
+        found = docker.auth.resolve_authconfig(config, registry=_registry_host(host),
+                                               credstore_env=job_env)  # fmt: skip
+    except (docker.errors.DockerException, OSError, ValueError, KeyError, TypeError) as exc:
+        # No usable config: anonymous, and a 401 says where the login was looked for.
+        log.debug("no login for %s from %s: %s", host, path, type(exc).__name__)
+        return None
+    if not found:
+        return None
+    fields = {name.lower(): value for name, value in found.items()}
+    user, password = fields.get("username"), fields.get("password")
+    return (str(user), str(password)) if user and password else None
 
 
 def _registry_host(name: str) -> str:
@@ -117,8 +130,9 @@ class RegistryClient:
             sent = self._authorization
             auth = {"Authorization": sent} if sent and ours else {}
             try:
+                timeout = retry.for_body(self.timeout, kwargs.get("data"))
                 response = self._session.request(method, url, headers={**headers, **auth},
-                                                 timeout=self.timeout, **kwargs)  # fmt: skip
+                                                 timeout=timeout, **kwargs)  # fmt: skip
             except retry.UNREACHABLE as exc:
                 delay = attempts.after_exception(exc)
                 if delay is None:

@@ -13,9 +13,12 @@ read timeouts, ``CI_INTEGRATION_STORE_TIMEOUT`` seconds each.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
+import logging
 import random
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 
 import requests
@@ -25,6 +28,8 @@ import urllib3.exceptions
 from ci_integration import __version__
 from ci_integration.errors import UsageError
 
+log = logging.getLogger(__name__)
+
 TIMEOUT_ENV = "CI_INTEGRATION_STORE_TIMEOUT"
 CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_ATTEMPTS = 4
@@ -32,6 +37,28 @@ MAX_TIMEOUTS = 2
 MAX_RETRY_AFTER_SECONDS = 10.0
 JITTER = 0.5  # a backoff is stretched by up to this share of itself
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How one kind of service is tried again: ``attempts`` in all, waits growing from
+    ``first_wait`` by ``factor`` up to ``max_wait``, and the longest Retry-After made."""
+
+    attempts: int = MAX_ATTEMPTS
+    first_wait: float = 0.5
+    factor: float = 2.0
+    max_wait: float = 30.0
+    max_retry_after: float = MAX_RETRY_AFTER_SECONDS
+
+
+DEFAULT = Policy()
+# As GitHub's own client (@actions/cache) treats the cache service: 5 attempts, 3 s
+# growing by 1.5 times; its limits are per minute, so a Retry-After of a minute is made.
+GITHUB_CACHE = Policy(attempts=5, first_wait=3.0, factor=1.5, max_retry_after=60.0)
+# As Azure's storage SDK (which that client uploads with): 4 tries, 4 s doubling,
+# at most 120 s apart.
+AZURE_STORAGE = Policy(attempts=4, first_wait=4.0, factor=2.0, max_wait=120.0,
+                       max_retry_after=120.0)  # fmt: skip
 
 # What requests raises when a service cannot be reached or stops mid-answer.
 UNREACHABLE = (requests.ConnectionError, requests.Timeout,
@@ -58,6 +85,19 @@ def timeouts(env: Mapping[str, str], default_read: float) -> tuple[float, float]
     """(connect, read) timeouts for requests."""
     read = read_timeout(env, default_read)
     return min(CONNECT_TIMEOUT_SECONDS, read), read
+
+
+# A body over this is sent under the read timeout, not the connect timeout.
+LARGE_BODY_BYTES = 1024 * 1024
+
+
+def for_body(timeout: tuple[float, float], body: object) -> tuple[float, float]:
+    """The timeouts of a request sending ``body``. urllib3 sends a body under the
+    connect timeout: a large part, to a receiver that stalls a few seconds while it
+    stores the last one, gets the read timeout instead."""
+    if isinstance(body, (bytes, bytearray, memoryview)) and len(body) > LARGE_BODY_BYTES:
+        return timeout[1], timeout[1]
+    return timeout
 
 
 def session(env: Mapping[str, str], *, pool_connections: int) -> requests.Session:
@@ -88,14 +128,15 @@ def send(
     url: str,
     *,
     timeout: tuple[float, float],
-    max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
+    policy: Policy = DEFAULT,
     sleep: Callable[[float], None] = time.sleep,
     **kwargs,
 ) -> tuple[requests.Response, Attempts]:
     """The first answer not worth another attempt (it may be an error status: the
     caller judges it), and the attempts it took. Unanswered when every attempt met a
     lost connection or a timeout; any other failure of requests as it is."""
-    attempts = Attempts(max_retry_after=max_retry_after)
+    attempts = Attempts(policy)
+    host = urllib.parse.urlsplit(url).netloc  # never the URL: a signed one is a secret
     while True:
         try:
             response = session.request(method, url, timeout=timeout, **kwargs)
@@ -103,29 +144,48 @@ def send(
             wait = attempts.after_exception(exc)
             if wait is None:
                 raise Unanswered(attempts.describe(exc, timeout[1])) from None
+            log.debug("%s to %s: attempt %d failed (%s), again in %.1f s", method, host,
+                      attempts.failures, _cause(exc), wait)  # fmt: skip
             sleep(wait)
             continue
         wait = attempts.after_status(response.status_code, response.headers)
         if wait is None:
             return response, attempts
+        log.debug("%s to %s: attempt %d answered HTTP %d, again in %.1f s", method, host,
+                  attempts.failures, response.status_code, wait)  # fmt: skip
         sleep(wait)
 
 
-def backoff(failures: int) -> float:
-    """The wait after the ``failures``-th failed attempt: 0.5, 1, 2 s, stretched."""
-    return 0.5 * 2 ** (failures - 1) * (1 + random.uniform(0, JITTER))
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a requests failure, by type (its text may quote a URL)."""
+    inner: BaseException | None = exc
+    names = []
+    while inner is not None and len(names) < 4:
+        names.append(type(inner).__name__)
+        args = getattr(inner, "args", ())
+        nested = [arg for arg in args if isinstance(arg, BaseException)]
+        reason = getattr(inner, "reason", None)
+        inner = nested[0] if nested else reason if isinstance(reason, BaseException) else None
+    return " < ".join(names)
+
+
+def backoff(failures: int, policy: Policy = DEFAULT) -> float:
+    """The wait after the ``failures``-th failed attempt (by default 0.5, 1, 2 s),
+    stretched by up to JITTER of itself."""
+    base = min(policy.first_wait * policy.factor ** (failures - 1), policy.max_wait)
+    return base * (1 + random.uniform(0, JITTER))
 
 
 def wait_after_refusal(
-    failures: int, headers: Mapping[str, str], max_retry_after: float = MAX_RETRY_AFTER_SECONDS
+    failures: int, headers: Mapping[str, str], policy: Policy = DEFAULT
 ) -> float | None:
     """The wait after the ``failures``-th refusal (429, 5xx...): the backoff, or what
     the service asked when that is longer; None when the attempts are used up or it
-    asked for more than ``max_retry_after``."""
+    asked for more than the policy's ``max_retry_after``."""
     asked = retry_after(headers)
-    if failures >= MAX_ATTEMPTS or asked > max_retry_after:
+    if failures >= policy.attempts or asked > policy.max_retry_after:
         return None
-    return max(asked, backoff(failures))
+    return max(asked, backoff(failures, policy))
 
 
 def retry_after(headers: Mapping[str, str]) -> float:
@@ -152,20 +212,20 @@ def timed_out(exc: BaseException) -> bool:
 
 
 class Attempts:
-    """One request's attempts: after each failure, how long to wait before the next
-    one, or None to give up. ``max_retry_after``: the longest Retry-After waited for."""
+    """One request's attempts under ``policy``: after each failure, how long to wait
+    before the next one, or None to give up."""
 
-    def __init__(self, *, max_retry_after: float = MAX_RETRY_AFTER_SECONDS) -> None:
-        self.max_retry_after = max_retry_after
+    def __init__(self, policy: Policy = DEFAULT) -> None:
+        self.policy = policy
         self.failures = 0
         self.timeouts = 0
 
     def after_exception(self, exc: BaseException) -> float | None:
         self.failures += 1
         self.timeouts += timed_out(exc)
-        if self.failures >= MAX_ATTEMPTS or self.timeouts >= MAX_TIMEOUTS:
+        if self.failures >= self.policy.attempts or self.timeouts >= MAX_TIMEOUTS:
             return None
-        return backoff(self.failures)
+        return backoff(self.failures, self.policy)
 
     def after_status(
         self, status: int, headers: Mapping[str, str], *, transient: bool = False
@@ -175,7 +235,7 @@ class Attempts:
         if status not in RETRY_STATUSES and not transient:
             return None
         self.failures += 1
-        return wait_after_refusal(self.failures, headers, self.max_retry_after)
+        return wait_after_refusal(self.failures, headers, self.policy)
 
     def describe(self, exc: BaseException, read_timeout_seconds: float) -> str:
         """Why the request was given up, for a one-line message (never a URL: a signed

@@ -9,9 +9,14 @@ from collections.abc import Callable, Sequence
 
 from ci_integration.errors import CacheError, CorruptDataError
 from ci_integration.store.base import BlobNotFound, Store, digest_of, keys_by_prefix
-from ci_integration.store.manifest import Manifest
+from ci_integration.store.journal import Journal
+from ci_integration.store.manifest import Manifest, family_of
 
 log = logging.getLogger(__name__)
+
+# Looking for the newest entry of a family in a store that lists, at most this many
+# manifests of a scope are read (newest first).
+MAX_FAMILY_READS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,12 +30,26 @@ class Match:
 
 
 class ScopedStore:
-    def __init__(self, store: Store, scope_chain: Sequence[str], *, read_only: bool = False):
+    def __init__(
+        self,
+        store: Store,
+        scope_chain: Sequence[str],
+        *,
+        read_only: bool = False,
+        write_only: bool = False,
+        why: str = "",
+        journal: Journal | None = None,
+    ):
         if not scope_chain:
             raise ValueError("a scope chain needs at least the job's own scope")
         self.store = store
         self.scope_chain = list(scope_chain)
         self.read_only = read_only
+        # A write-only job (GitHub's ACTIONS_CACHE_MODE) finds nothing: it never reads.
+        self.write_only = write_only
+        self.why = why  # what made the job read-only or write-only, for its log line
+        self.journal = journal
+        self._told_write_only = False
 
     @property
     def write_scope(self) -> str:
@@ -48,6 +67,8 @@ class ScopedStore:
     ) -> Match | None:
         """The exact key in any scope of the chain (own scope first); else, for each
         restore-key prefix in turn, the newest entry of each scope in chain order."""
+        if self._not_reading():
+            return None
         for scope in self.scope_chain:
             manifest = self.read_entry(scope, key, kind)
             if manifest and accept(manifest):
@@ -60,27 +81,75 @@ class ScopedStore:
                         return Match(manifest, exact=False)
         return None
 
+    def _not_reading(self) -> bool:
+        if self.write_only and not self._told_write_only:
+            self._told_write_only = True
+            log.info("not reading the cache: this job is write-only (%s)", self.why)
+        return self.write_only
+
     def read_entry(self, scope: str, key: str, kind: str) -> Manifest | None:
-        """The manifest, or None when absent, malformed (with a warning) or of another kind."""
-        data = self.store.get_entry(scope, key)
+        """The manifest, or None when absent, malformed (with a warning), of another
+        kind, or when the job is write-only."""
+        if self._not_reading():
+            return None
+        manifest = self._parse(self.store.get_entry(scope, key), scope, key)
+        if manifest is None or manifest.kind != kind or manifest.key != key:
+            return None
+        return manifest
+
+    def _parse(self, data: bytes | None, scope: str, key: str = "") -> Manifest | None:
         if data is None:
             return None
         try:
             manifest = Manifest.from_json(data)
         except CorruptDataError as exc:
-            log.warning("ignoring cache entry %s in %s: %s", key, scope, exc)
+            log.warning("ignoring cache entry %s in %s: %s", key or "(a family's newest)",
+                        scope, exc)  # fmt: skip
             return None
-        if manifest.kind != kind or manifest.key != key or manifest.scope != scope:
-            return None
-        return manifest
+        return manifest if manifest.scope == scope else None
 
     def mark_used(self, manifest: Manifest) -> None:
+        """The entry was restored: its last use is now, and the job remembers it."""
         self.store.touch_entry(manifest.scope, manifest.key)
+        if self.journal is not None:
+            self.journal.record(manifest.scope, manifest.key, manifest.kind)
+
+    def restored_by_job(self) -> list[Manifest]:
+        """The entries this job restored (of any kind), the latest first."""
+        if self.journal is None or self._not_reading():
+            return []
+        found = []
+        for restored in self.journal.restored():
+            manifest = self.read_entry(restored.scope, restored.key, restored.kind)
+            if manifest is not None:
+                found.append(manifest)
+        return found
+
+    def newest_of_family(self, kind: str, paths: Sequence[str]) -> Manifest | None:
+        """The newest entry holding ``paths`` whatever its key: in the job's scope,
+        else along the chain. A store that cannot list may answer with its own
+        ``newest_of_family(scope, family) -> manifest bytes | None``."""
+        if self._not_reading():
+            return None
+        family = family_of(kind, paths)
+        lookup = getattr(self.store, "newest_of_family", None)
+        for scope in self.scope_chain:
+            if lookup is not None:
+                manifest = self._parse(lookup(scope, family), scope)
+                if manifest is not None and manifest.family == family:
+                    return manifest
+                continue
+            entries = sorted(self.store.list_entries(scope), key=lambda e: e.created, reverse=True)
+            for entry in entries[:MAX_FAMILY_READS]:
+                manifest = self.read_entry(scope, entry.key, kind)
+                if manifest is not None and manifest.family == family:
+                    return manifest
+        return None
 
     def commit(self, manifest: Manifest) -> None:
         """Write the entry, last: every blob it names is already stored."""
         if self.read_only:
-            raise CacheError("this job may not write to the cache (read-only)")
+            raise CacheError(f"this job may not write to the cache ({self.why or 'read-only'})")
         if manifest.scope != self.write_scope:
             raise CacheError(f"a job in scope {self.write_scope} cannot write {manifest.scope}")
         self.store.put_entry(manifest.scope, manifest.key, manifest.to_json())

@@ -78,6 +78,69 @@ def test_round_trip_through_the_cli(backend, tmp_path, monkeypatch, capsys, base
     assert [(row["scope"], row["key"]) for row in listed] == [("branch-main", saved["key"])]
 
 
+def mixed_folder(root: Path) -> Path:
+    """60 files of 1 MiB and 1,500 small ones, as a dependency folder has them."""
+    for index in range(60):
+        (root / "big").mkdir(parents=True, exist_ok=True)
+        (root / "big" / f"{index}.bin").write_bytes(os.urandom(1024 * 1024))
+    for index in range(1500):
+        (root / "small" / f"{index % 30}").mkdir(parents=True, exist_ok=True)
+        (root / "small" / f"{index % 30}" / f"{index}.txt").write_bytes(os.urandom(200 + index))
+    return root
+
+
+def change_two_percent(root: Path) -> None:
+    """About 2 % of the bytes: one big file, 30 small ones, one small one more."""
+    (root / "big" / "7.bin").write_bytes(os.urandom(1024 * 1024))
+    for index in range(0, 1500, 50):
+        (root / "small" / f"{index % 30}" / f"{index}.txt").write_bytes(os.urandom(300))
+    (root / "small" / "0" / "new.txt").write_text("new\n")
+
+
+@pytest.mark.parametrize("how", ["newest-alike", "restored-by-the-job"])
+def test_a_save_under_an_unrelated_key_uploads_only_what_changed(backend, tmp_path,
+                                                                 monkeypatch, capsys, base_env,
+                                                                 how):  # fmt: skip
+    """The key a workflow writes (``deps-${{ hashFiles(...) }}``) shares no prefix with
+    the last one: the save still finds the pieces, through the newest entry holding
+    the same paths, or through what the job restored."""
+    jenkins = backend.env.get("JENKINS_URL", "https://ci.example.com/")
+    env = {**base_env, **backend.env, "JENKINS_URL": jenkins,
+           "BRANCH_NAME": "main", "BRANCH_IS_PRIMARY": "true"}  # fmt: skip
+    store_args = ["--store", backend.url, "--strict", "--json"]
+    workspace = tmp_path / "job"
+    mixed_folder(workspace / "deps")
+    monkeypatch.chdir(workspace)
+
+    def cli(*args: str) -> dict:
+        assert main([*args, *store_args], env=env) == 0
+        return json.loads(capsys.readouterr().out)
+
+    first = cli("cache", "save", "deps", "--key", "deps-aaa")
+    assert first["saved"] and first["uploaded_bytes"] > 60 * 1024 * 1024
+    if how == "restored-by-the-job":
+        # Another folder name: no entry holds these paths, only the job's restore helps.
+        restored = cli("cache", "restore", "deps", "--key", "deps-aaa")
+        assert restored["cache_hit"] == "exact"
+        (workspace / "deps").rename(workspace / "vendor")
+        paths = "vendor"
+    else:
+        paths = "deps"
+    change_two_percent(workspace / paths)
+    second = cli("cache", "save", paths, "--key", "lock-bbb")
+    assert second["saved"] and second["reused_from"] == ["branch-main/deps-aaa"]
+    assert second["uploaded_bytes"] < 0.05 * first["uploaded_bytes"]
+    assert second["new_bytes"] < 0.05 * (second["new_bytes"] + second["reused_bytes"])
+    if backend.can_list:
+        stored = sum(blob.size for blob in backend.open().list_blobs())
+        assert stored < 1.05 * first["uploaded_bytes"] + 64 * 1024  # two manifests' slack
+
+    (workspace / paths).rename(workspace / "saved")
+    restored = cli("cache", "restore", paths, "--key", "lock-bbb")
+    assert restored["cache_hit"] == "exact"
+    assert snapshot(workspace / paths) == snapshot(workspace / "saved")
+
+
 def test_last_use_is_recorded_without_rewriting_the_entry(backend, store, tmp_path):
     if not backend.can_list:
         pytest.skip(CANNOT_LIST)

@@ -25,10 +25,13 @@ import pytest
 from ci_integration import report
 from ci_integration.cli import main
 from ci_integration.errors import UsageError
-from ci_integration.store import gha, gha_http, open_store, retry
+from ci_integration.store import http as gha_http
+from ci_integration.store import open_store, retry
 from ci_integration.store.base import digest_of
-from ci_integration.store.gha import BLOB, VERSION, GhaStore
-from ci_integration.store.gha_twirp import TwirpCacheClient
+from ci_integration.store.gha import store as gha
+from ci_integration.store.gha.store import VERSION, GhaStore
+from ci_integration.store.gha.v2 import TwirpCacheClient
+from ci_integration.store.manifest import BlobRef, Manifest
 from ci_integration.store.prune import prune
 from tests.store.gha_twirp_service import job_env
 from tests.support import loopback_http
@@ -45,6 +48,12 @@ FAKE_TOKEN = "fake-runtime-token-DO-NOT-PRINT-5c1d"
 @pytest.fixture
 def store(act_service) -> GhaStore:
     return open_store("gha://", act_service)
+
+
+def manifest(key: str, *blobs: bytes, scope: str = "branch-main") -> bytes:
+    """An entry's manifest naming ``blobs``, as a save writes it."""
+    refs = tuple(BlobRef(digest_of(data), len(data)) for data in blobs)
+    return Manifest("directory", key, scope, refs, {}, created=1.7e9).to_json()
 
 
 def small_tree(root: Path, text: str) -> Path:
@@ -116,19 +125,21 @@ def test_blobs_are_shared_across_keys_and_scopes(store, tmp_path):
     assert again.saved and again.uploaded_bytes == 0
     data = b"one blob, stored twice" * 100
     store.put_blob(digest_of(data), data)
-    store.put_blob(digest_of(data), data)  # act stores it again; GitHub answers 409
+    store.put_blob(digest_of(data), data)
+    store.put_entry("branch-main", "twice", manifest("twice", data))
     assert store.get_blob(digest_of(data)) == data
 
 
-def test_list_and_prune_find_nothing_and_say_why(store, caplog):
-    store.put_entry("branch-main", "listed", b"{}")
+def test_without_a_rest_token_list_and_prune_find_nothing_and_say_why(store, caplog):
+    listed = manifest("listed")
+    store.put_entry("branch-main", "listed", listed)
     with caplog.at_level(logging.WARNING, logger="ci_integration"):
         result = prune(store, max_age=0, max_size=0)
         assert store.list_entries() == []
     assert result.removed_entries == [] and result.removed_blobs == 0
-    warnings = [r.message for r in caplog.records if "can neither list nor delete" in r.message]
-    assert len(warnings) == 1  # once a store
-    assert store.get_entry("branch-main", "listed") == b"{}"
+    warnings = [r.message for r in caplog.records if "nothing listed, nothing pruned" in r.message]
+    assert len(warnings) == 1 and "GITHUB_TOKEN" in warnings[0]  # once a store
+    assert store.get_entry("branch-main", "listed") == listed
 
 
 # Clear errors
@@ -164,7 +175,7 @@ def test_a_job_without_the_cache_variables_warns_and_goes_on(tmp_path, monkeypat
 def test_missing_variables_are_named(env, message):
     store = open_store("gha://", env)  # opening never fails: cache trouble is a warning
     with pytest.raises(OSError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
-        store.has_blob(digest_of(b"x"))
+        store.get_entry("branch-main", "k")
     assert FAKE_TOKEN not in str(caught.value)
 
 
@@ -249,11 +260,12 @@ def fake_service() -> Iterator[FakeService]:
         yield service
 
 
-def backed_off(sleeps: list[float]) -> bool:
-    """The waits between 4 attempts: 0.5, 1 and 2 s, each stretched by up to half."""
-    return len(sleeps) == 3 and all(
-        base <= wait <= base * (1 + retry.JITTER)
-        for base, wait in zip((0.5, 1, 2), sleeps, strict=True)
+def backed_off(sleeps: list[float], policy: retry.Policy = retry.GITHUB_CACHE) -> bool:
+    """The waits between a policy's attempts, each stretched by up to half: for the
+    cache service 3, 4.5, 6.75 and 10.1 s (5 attempts), as GitHub's own client."""
+    bases = [policy.first_wait * policy.factor**n for n in range(policy.attempts - 1)]
+    return len(sleeps) == len(bases) and all(
+        base <= wait <= base * (1 + retry.JITTER) for base, wait in zip(bases, sleeps, strict=True)
     )
 
 
@@ -270,16 +282,18 @@ def test_a_throttled_upload_waits_as_long_as_retry_after_says():
             (429, {"Retry-After": "7"}, {"message": "too many requests"})]  # fmt: skip
         data = b"throttled" * 1000
         store.put_blob(digest_of(data), data)
+        store.put_entry("branch-main", "k", manifest("k", data))
         assert sleeps == [7.0] and store.get_blob(digest_of(data)) == data
         # An hour is not waited for: the lookup fails at once (a miss, for the job).
         service.script[("GET", "/_apis/artifactcache/cache")] = [
             (429, {"Retry-After": "3600"}, {})]  # fmt: skip
         with pytest.raises(OSError, match="HTTP 429, Retry-After 3600 s is too long"):
-            store.has_blob(digest_of(data))
+            store.get_entry("branch-main", "k")
         # And not asked again by this command: the rest of a save fails at once.
         with pytest.raises(OSError, match="given up for this job"):
-            store.get_blob(digest_of(data))
-        assert sleeps == [7.0] and fake_store(service, sleeps).has_blob(digest_of(data))
+            store.get_entry("branch-main", "k")
+        assert sleeps == [7.0]
+        assert fake_store(service, sleeps).get_entry("branch-main", "k") == manifest("k", data)
 
 
 def test_server_errors_are_retried_a_bounded_number_of_times():
@@ -288,9 +302,25 @@ def test_server_errors_are_retried_a_bounded_number_of_times():
         store = fake_store(service, sleeps)
         service.script[("GET", "/_apis/artifactcache/cache")] = [
             (503, {}, {"message": f"down; you sent {FAKE_TOKEN}"})] * 10  # fmt: skip
-        with pytest.raises(OSError, match=r"HTTP 503 \(down; you sent \*\*\*\), 4 attempts"):
-            store.has_blob(digest_of(b"x"))
+        with pytest.raises(OSError, match=r"HTTP 503 \(down; you sent \*\*\*\), 5 attempts"):
+            store.get_entry("branch-main", "k")
         assert backed_off(sleeps)
+
+
+def test_one_request_that_fails_among_successes_does_not_give_the_service_up():
+    with fake_service() as service:
+        fake_store(service, []).put_entry("branch-main", "k", manifest("k"))
+        env = {"ACTIONS_CACHE_URL": service.url + "/", "ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN}
+        downloads: list[bytes] = []
+        # While the lookup backs off, another request to the host succeeds (as a
+        # save's other uploads do): the host answers, so it is not given up.
+        store = GhaStore(env, sleep=lambda seconds: downloads.append(store.service.download(found)))
+        found = store.service.lookup("ci-integration-entry:", VERSION)
+        service.script[("GET", "/_apis/artifactcache/cache")] = [(503, {}, {})] * 5
+        with pytest.raises(OSError, match="HTTP 503, 5 attempts"):
+            store.get_entry("branch-main", "k")
+        assert len(downloads) == 4
+        assert store.get_entry("branch-main", "k") == manifest("k")  # asked again, answered
 
 
 def test_a_save_larger_than_the_repository_quota_stops_and_writes_no_entry(
@@ -314,8 +344,8 @@ def test_a_save_larger_than_the_repository_quota_stops_and_writes_no_entry(
 def test_the_token_goes_to_the_service_and_never_to_the_download_location():
     with fake_service() as service:
         store = fake_store(service, [])
-        store.put_entry("branch-main", "k", b"manifest")
-        assert store.get_entry("branch-main", "k") == b"manifest"
+        store.put_entry("branch-main", "k", manifest("k"))
+        assert store.get_entry("branch-main", "k") == manifest("k")
         downloads = [auth for method, path, auth in service.seen if path.startswith("/download/")]
         others = [auth for method, path, auth in service.seen if path.startswith("/_apis/")]
         assert downloads == [None]
@@ -325,25 +355,32 @@ def test_the_token_goes_to_the_service_and_never_to_the_download_location():
 def test_a_service_that_never_overwrites_still_gives_the_newest_save():
     with fake_service() as service:
         store = fake_store(service, [])
-        store.put_entry("branch-main", "Deps/1", b"first")
-        store.put_entry("branch-main", "Deps/1", b"second")
-        assert len(service.committed) == 2  # two cache entries, neither overwritten
+        first, second = manifest("Deps/1", b"first"), manifest("Deps/1", b"second")
+        store.put_blob(digest_of(b"first"), b"first")
+        store.put_entry("branch-main", "Deps/1", first)
+        store.put_blob(digest_of(b"second"), b"second")
+        store.put_entry("branch-main", "Deps/1", second)
+        assert len(service.committed) == 4  # a bundle and an entry each, none overwritten
         assert all(key.islower() for key in service.committed)
-        assert store.get_entry("branch-main", "Deps/1") == b"second"
+        assert store.get_entry("branch-main", "Deps/1") == second
         assert store.newest_entry("branch-main", "Deps/") == "Deps/1"
         assert store.get_entry("branch-main", "Deps/") is None
 
 
-def test_a_blob_key_held_by_an_abandoned_upload_is_stored_under_another():
+def test_a_save_s_blobs_go_up_as_one_bundle_read_back_by_range():
     with fake_service() as service:
         store = fake_store(service, [])
-        data = b"held" * 1000
-        held = BLOB + digest_of(data).removeprefix("sha256:")
-        service.reserved[99] = (held, {})  # reserved, never committed
-        store.put_blob(digest_of(data), data)
-        [stored] = service.committed
-        assert stored.startswith(held + "-")
-        assert store.has_blob(digest_of(data)) and store.get_blob(digest_of(data)) == data
+        blobs = [os.urandom(1000 + n) for n in range(50)]
+        for data in blobs:
+            store.put_blob(digest_of(data), data)
+        assert service.committed == {}  # nothing goes up before the entry
+        store.put_entry("branch-main", "k", manifest("k", *blobs))
+        assert sorted(key.split("-")[2] for key in service.committed) == ["bundle", "entry:branch"]
+        reader = fake_store(service, [])
+        reader.get_entry("branch-main", "k")
+        assert all(reader.get_blob(digest_of(data)) == data for data in blobs)
+        lookups = [path for method, path, _ in service.seen if "/cache?" in path]
+        assert len(lookups) == 2  # the entry, then its bundle once
 
 
 def test_a_refused_token_and_a_dead_service_are_one_line_errors():
@@ -355,15 +392,15 @@ def test_a_refused_token_and_a_dead_service_are_one_line_errors():
     sleeps: list[float] = []
     env = {"ACTIONS_CACHE_URL": closed_port_url() + "/", "ACTIONS_RUNTIME_TOKEN": FAKE_TOKEN}
     dead = GhaStore(env, sleep=sleeps.append)
-    with pytest.raises(OSError, match=r"cannot connect or the connection broke, 4 attempts"
+    with pytest.raises(OSError, match=r"cannot connect or the connection broke, 5 attempts"
                        ) as caught:  # fmt: skip
-        dead.put_entry("branch-main", "k", b"{}")
+        dead.put_entry("branch-main", "k", manifest("k"))
     assert "\n" not in str(caught.value) and FAKE_TOKEN not in str(caught.value)
-    assert len(sleeps) == 3
+    assert len(sleeps) == 4
     # Given up for the job: the next call fails at once, with no retries of its own.
     with pytest.raises(OSError, match="given up for this job"):
         dead.get_entry("branch-main", "k")
-    assert len(sleeps) == 3
+    assert len(sleeps) == 4
 
 
 # v2: the loopback twirp service, the bytes in azurite
@@ -405,32 +442,38 @@ def test_v2_restore_keys_fall_back_to_the_newest_prefix_match(twirp_service, tmp
                 and ":deps-1:" in key]) == 2  # fmt: skip
 
 
-def test_v2_a_taken_key_is_a_conflict_and_a_held_blob_goes_elsewhere(twirp_service):
+def test_v2_a_taken_entry_key_is_saved_under_a_new_stamp(twirp_service, monkeypatch):
+    """A reservation whose answer was lost holds the key: the save goes on under another."""
     store = v2_store(twirp_service)
-    data = b"held" * 1000
-    held = BLOB + digest_of(data).removeprefix("sha256:")
-    assert twirp_service._create({"key": held, "version": VERSION})[0] == 200  # never finalized
-    store.put_blob(digest_of(data), data)
-    assert store.has_blob(digest_of(data)) and store.get_blob(digest_of(data)) == data
-    stored = [key for key, _ in twirp_service.entries if key.startswith(held)]
-    assert sorted(stored)[0] == held and stored[-1].startswith(held + "-")
-    store.put_blob(digest_of(data), data)  # 409 on the stored blob: nothing to do
-    assert len([key for key, _ in twirp_service.entries if key.startswith(held)]) == 2
+    stamps = iter(["held-1", "fresh-2"])
+    monkeypatch.setattr(gha, "_stamp", lambda: next(stamps))
+    taken = gha._entry_prefix("branch-main", "k") + ":held-1"
+    assert twirp_service._create({"key": taken, "version": VERSION})[0] == 200  # never finalized
+    store.put_entry("branch-main", "k", manifest("k"))
+    assert v2_store(twirp_service).get_entry("branch-main", "k") == manifest("k")
 
 
-def test_v2_a_large_blob_goes_in_blocks(twirp_service):
+def test_v2_a_large_bundle_goes_in_parallel_blocks_and_comes_back_by_range(twirp_service):
     store = v2_store(twirp_service)
     store.service.blobs.block_bytes = 1024 * 1024
-    data = os.urandom(3 * 1024 * 1024 + 12345)
-    store.put_blob(digest_of(data), data)
-    name = BLOB + digest_of(data).removeprefix("sha256:")
-    assert twirp_service.committed_blocks(name, VERSION) == [1024 * 1024] * 3 + [12345]
-    assert store.get_blob(digest_of(data)) == data
-    small = b"one Put Blob"
-    store.put_blob(digest_of(small), small)
-    name = BLOB + digest_of(small).removeprefix("sha256:")
-    assert twirp_service.committed_blocks(name, VERSION) == []
-    assert store.get_blob(digest_of(small)) == small
+    blobs = [os.urandom(1024 * 1024 + n) for n in range(3)] + [b"small"]
+    for data in blobs:
+        store.put_blob(digest_of(data), data)
+    store.put_entry("branch-main", "k", manifest("k", *blobs))
+    [bundle] = [key for key, _ in twirp_service.entries if key.startswith(gha.BUNDLE)]
+    total = sum(map(len, blobs))
+    blocks = twirp_service.committed_blocks(bundle, VERSION)
+    assert blocks == [1024 * 1024] * (total // (1024 * 1024)) + [total % (1024 * 1024)]
+    reader = v2_store(twirp_service)
+    assert reader.get_entry("branch-main", "k") == manifest("k", *blobs)
+    assert [reader.get_blob(digest_of(data)) for data in blobs] == blobs
+    small = v2_store(twirp_service)
+    small.put_blob(digest_of(b"one"), b"one")
+    small.put_entry("branch-main", "one", manifest("one", b"one"))
+    [one] = [
+        key for key, _ in twirp_service.entries if key.startswith(gha.BUNDLE) and key != bundle
+    ]
+    assert twirp_service.committed_blocks(one, VERSION) == []  # one Put Blob
 
 
 def test_v2_a_throttled_call_waits_as_long_as_retry_after_says(twirp_service):
@@ -440,15 +483,17 @@ def test_v2_a_throttled_call_waits_as_long_as_retry_after_says(twirp_service):
     twirp_service.script["CreateCacheEntry"] = [throttled]
     data = b"throttled" * 1000
     store.put_blob(digest_of(data), data)
+    store.put_entry("branch-main", "k", manifest("k", data))
     assert sleeps == [7.0] and store.get_blob(digest_of(data)) == data
     twirp_service.script["GetCacheEntryDownloadURL"] = [(429, {"Retry-After": "61"}, {})]
     with pytest.raises(OSError, match="HTTP 429, Retry-After 61 s is too long"):
-        store.has_blob(digest_of(data))
-    assert sleeps == [7.0] and v2_store(twirp_service, sleeps).has_blob(digest_of(data))
+        store.get_entry("branch-main", "k")
+    assert sleeps == [7.0]
+    assert v2_store(twirp_service, sleeps).get_entry("branch-main", "k") == manifest("k", data)
     busy = (503, {}, {"code": "unavailable", "msg": f"down; you sent {twirp_service.token}"})
     twirp_service.script["GetCacheEntryDownloadURL"] = [busy] * 10
-    with pytest.raises(OSError, match=r"HTTP 503 \(down; you sent \*\*\*\), 4 attempts"):
-        v2_store(twirp_service, sleeps).has_blob(digest_of(b"x"))
+    with pytest.raises(OSError, match=r"HTTP 503 \(down; you sent \*\*\*\), 5 attempts"):
+        v2_store(twirp_service, sleeps).get_entry("branch-main", "k")
     assert sleeps[0] == 7.0 and backed_off(sleeps[1:])
 
 
@@ -486,7 +531,7 @@ def test_v2_a_dead_service_is_a_miss_with_a_warning_soon(tmp_path, monkeypatch, 
     err = restored.err + capsys.readouterr().err
     assert err.count("warning") == 2 and "cannot connect" in err and FAKE_TOKEN not in err
     # One request's retries a command, however many calls it had to make.
-    assert backed_off(sleeps[:3]) and backed_off(sleeps[3:]) and time.monotonic() - started < 10
+    assert backed_off(sleeps[:4]) and backed_off(sleeps[4:]) and time.monotonic() - started < 10
 
 
 def test_v2_no_token_nor_signature_in_any_output(twirp_service, tmp_path, monkeypatch, capsys,
@@ -517,8 +562,9 @@ def test_v2_no_token_nor_signature_in_any_output(twirp_service, tmp_path, monkey
     (tmp_path / "data" / "newer").write_text("newer")
     with caplog.at_level(logging.DEBUG, logger="ci_integration"):
         store = v2_store(twirp_service)
+        store.put_blob(digest_of(b"unreachable"), b"unreachable")
         with pytest.raises(OSError) as caught:
-            store.put_blob(digest_of(b"unreachable"), b"unreachable")
+            store.put_entry("branch-main", "dead", manifest("dead", b"unreachable"))
         assert main([*debug, "save", "data", "--key", "k3", "--store", "gha://"], env=env) == 0
     captured = capsys.readouterr()
     output = "\n".join([captured.out, captured.err, str(caught.value), caplog.text])

@@ -224,7 +224,7 @@ def test_a_later_call_does_not_wait_for_a_jenkins_that_did_not_answer(front, tmp
     store = open_store("jenkins://", env)
     started = time.monotonic()
     for scope in store.jobs:
-        with pytest.raises(OSError, match="did not answer"):
+        with pytest.raises(OSError, match=r"no answer within|given up for this job"):
             store.get_entry(scope, "k")
     assert time.monotonic() - started < 2.5
 

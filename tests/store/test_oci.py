@@ -275,6 +275,31 @@ def test_which_registries_speak_plain_http_and_whose_login_is_used(tmp_path):
     assert docker_login("registry.example.com", {}) is None
 
 
+def test_a_login_kept_by_a_credential_helper_is_used(tmp_path, monkeypatch):
+    """``credHelpers`` and ``credsStore`` name a docker-credential-* program, found on
+    the PATH and run with the job's environment."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-test"
+    helper.write_text('#!/bin/sh\nread host\n[ "$1" = get ] && [ "$host" = "$WANTED" ] && '
+                      f'echo \'{{"Username": "ci", "Secret": "{PASSWORD}"}}\' && exit 0\n'
+                      'echo "credentials not found in native keychain"; exit 1\n')  # fmt: skip
+    helper.chmod(0o755)
+    config = tmp_path / "docker"
+    config.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    env = {"DOCKER_CONFIG": str(config), "PATH": f"{bin_dir}:/usr/bin:/bin",
+           "WANTED": "registry.example.com"}  # fmt: skip
+    (config / "config.json").write_text(
+        json.dumps({"credHelpers": {"registry.example.com": "test"}})
+    )
+    assert docker_login("registry.example.com", env) == ("ci", PASSWORD)
+    assert docker_login("other.example.com", env) is None
+    (config / "config.json").write_text(json.dumps({"credsStore": "test"}))
+    assert docker_login("registry.example.com", env) == ("ci", PASSWORD)
+    assert docker_login("other.example.com", env) is None  # the helper has none: anonymous
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [(f"oci://ci:{PASSWORD}@registry.example.com/x", "login in the docker config"),

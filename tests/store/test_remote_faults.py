@@ -37,6 +37,7 @@ CI_INTEGRATION_STORE_TIMEOUT lowers them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -50,7 +51,8 @@ import pytest
 
 from ci_integration.archive import pack
 from ci_integration.cli import main
-from ci_integration.store import gha_http, retry
+from ci_integration.store import http as gha_http
+from ci_integration.store import retry
 from tests.store import gha_twirp_service
 from tests.store.conftest import (
     BUCKET_PREFIX,
@@ -100,6 +102,10 @@ class Remote:
     blob_upload: tuple[str, str]  # the request that stores a blob's bytes
     entry_put: tuple[str, str]  # the request that writes an entry
     max_retry_after: float = retry.MAX_RETRY_AFTER_SECONDS  # the longest Retry-After waited
+    policy: retry.Policy = retry.DEFAULT  # of the requests a fault meets first
+    # The waits asked for, where the test shortens them (the GitHub cache's policy
+    # waits 24 s over 5 attempts: each wait is made at most CAPPED_WAIT here).
+    waits: list[float] | None = None
 
 
 @dataclasses.dataclass
@@ -146,10 +152,22 @@ def oci_remote(registry: Registry, base_env: dict[str, str], tmp_path: Path) -> 
                      ("PUT", r"/manifests/e-"))  # fmt: skip
 
 
+CAPPED_WAIT = 1.0  # a Retry-After of 1 s is still waited for whole
+
+
 @pytest.fixture
-def gha_v2_remote(twirp_service, azurite: str, base_env: dict[str, str]) -> Iterator[Remote]:
+def gha_v2_remote(twirp_service, azurite: str, base_env: dict[str, str],
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:  # fmt: skip
     """The GitHub cache service (v2) and the blob storage it signs URLs for, both
-    behind the proxy: its twirp calls routed to the service, the rest to azurite."""
+    behind the proxy: its twirp calls routed to the service, the rest to azurite.
+    Its clients' waits are recorded and made at most CAPPED_WAIT long."""
+    waits: list[float] = []
+
+    def shortened(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(min(seconds, CAPPED_WAIT))
+
+    monkeypatch.setattr(gha_http, "_sleep", shortened)
     service_address = urllib.parse.urlsplit(twirp_service.url).netloc
     with FaultProxy(urllib.parse.urlsplit(azurite).netloc,
                     routes={"/twirp/": service_address}) as proxy:  # fmt: skip
@@ -159,10 +177,12 @@ def gha_v2_remote(twirp_service, azurite: str, base_env: dict[str, str]) -> Iter
         env = {**job_env(base_env), **gha_twirp_service.job_env(twirp_service),
                "ACTIONS_RESULTS_URL": proxy.url + "/"}  # fmt: skip
         # The service names each blob of storage after the cache key it holds.
+        # A save's blobs go up as one bundle, read back by range.
         yield Remote("gha-v2", proxy, "gha://", env, (twirp_service.token,),
-                     r"/ci-integration-blob-", ("PUT", r"/ci-integration-blob-"),
+                     r"/ci-integration-bundle-", ("PUT", r"/ci-integration-bundle-"),
                      ("PUT", r"/ci-integration-entry-"),
-                     max_retry_after=gha_http.MAX_RETRY_AFTER_SECONDS)  # fmt: skip
+                     max_retry_after=retry.GITHUB_CACHE.max_retry_after,
+                     policy=retry.GITHUB_CACHE, waits=waits)  # fmt: skip
 
 
 @pytest.fixture(params=["s3", "oci", "gha-v2"])
@@ -217,7 +237,8 @@ def test_a_transient_fault_is_retried_and_the_save_and_restore_succeed(remote, w
     assert snapshot(workspace / "data") == before
     gets = [s.target for s in proxy.seen if s.method == "GET" and s.target.startswith("/")]
     faulted = [s.target for s in proxy.seen if s.action != "pass" and s.method == "GET"]
-    assert len(faulted) == 1 and gets.count(faulted[0]) == 2  # fetched again, once
+    # Fetched again (a bundle's ranges share its URL: counted with the others).
+    assert len(faulted) == 1 and gets.count(faulted[0]) >= 2
     check_retry_after(proxy, fault, ("GET", remote.blob_get))
 
 
@@ -239,6 +260,9 @@ def test_a_persistent_fault_warns_and_the_job_goes_on_or_strict_exits_3(remote, 
     baseline = run(remote, capsys, "restore", "--json")  # a clean miss, fault-free
     assert json.loads(baseline.out)["cache_hit"] == "miss"
     template, added = PERSISTENT[fault]
+    attempts = remote.policy.attempts
+    if remote.waits is not None and fault != "hang":
+        added = (attempts - 1) * CAPPED_WAIT  # each wait cut short here, and recorded
     if template.retry_after == TOO_LONG:
         template = dataclasses.replace(template, retry_after=f"{remote.max_retry_after + 1:g}")
     proxy.clear()
@@ -257,9 +281,18 @@ def test_a_persistent_fault_warns_and_the_job_goes_on_or_strict_exits_3(remote, 
         assert strict.seconds < bound, strict
         figure(remote.name, fault, action, lenient.seconds - baseline.seconds)
     seen = proxy.count()
-    assert 0 < seen <= 4 * 4, proxy.seen  # four runs, one request each, 4 attempts at most
+    assert 0 < seen <= 4 * attempts, proxy.seen  # four runs, one request each
     if fault == "hang":
         assert seen == 4 * 2  # a request that timed out twice is not tried again
+    if remote.waits is not None and fault in ("500", "reset"):
+        # The policy's own waits were asked for: GitHub's client's, 3 s growing 1.5x.
+        policy = remote.policy
+        bases = [policy.first_wait * policy.factor**n for n in range(attempts - 1)]
+        assert len(remote.waits) == 4 * len(bases), remote.waits
+        for run_waits in zip(*[iter(remote.waits)] * len(bases), strict=True):
+            assert all(
+                b <= w <= b * (1 + retry.JITTER) for b, w in zip(bases, run_waits, strict=True)
+            )
 
 
 def test_a_save_cut_midway_leaves_the_previous_entry_or_none(remote, workspace, capsys):
@@ -348,3 +381,48 @@ def _print_figures(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.config.getoption("capture") == "no":
         for backend, fault, action, added in sorted(_FIGURES):
             print(f"figure: {fault:20} {backend:4} {action:8} +{added:.1f} s")
+
+
+# A gigabyte each way: one such test at a time (./dev test groups them on one worker),
+# so the timing bounds of the others hold on a two-core machine.
+@pytest.mark.xdist_group("gigabyte")
+def test_one_fault_in_the_middle_of_a_1gb_save_and_restore_loses_nothing(remote, workspace,
+                                                                         capsys):  # fmt: skip
+    """A reset halfway through a 1 GiB save's uploads, a 503 halfway through its
+    restore's downloads: retried, and the save is whole, the restore exact."""
+    # The default timeouts: parts of 16 and 32 MiB take more than this file's 1 s.
+    remote = dataclasses.replace(remote, env={**remote.env, retry.TIMEOUT_ENV: "60"})
+    for number in range(64):
+        (workspace / "data" / f"big-{number}.bin").write_bytes(os.urandom(16 * 1024 * 1024))
+    before = digests(workspace / "data")
+    uploads = remote.blob_upload
+    remote.proxy.add(Fault(RESET, *uploads, times=1, skip=_middle(remote)))
+    saved = run(remote, capsys, "save", "--strict", "--json")
+    assert (saved.code, saved.warnings) == (0, []), saved.err
+    assert json.loads(saved.out)["uploaded_bytes"] > 1024**3
+    assert remote.proxy.count(*uploads, RESET) == 1
+
+    shutil.rmtree(workspace / "data")
+    remote.proxy.clear()
+    remote.proxy.add(Fault(STATUS, "GET", remote.blob_get, status=503, times=1, skip=30))
+    restored = run(remote, capsys, "restore", "--strict", "--json")
+    assert (restored.code, restored.warnings) == (0, []), restored.err
+    assert json.loads(restored.out)["cache_hit"] == "exact"
+    assert remote.proxy.count("GET", remote.blob_get, STATUS) == 1
+    assert digests(workspace / "data") == before
+
+
+def digests(root: Path) -> dict[str, str]:
+    """Each file's sha256 by its path: the contents compared without holding them."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as file:
+                found[str(path.relative_to(root))] = hashlib.file_digest(file, "sha256").hexdigest()
+    return found
+
+
+def _middle(remote: Remote) -> int:
+    """How many uploads to let through first: about half of a 1 GiB save's (64 packs
+    of 16 MiB; the GitHub cache's one bundle goes in 32 blocks of 32 MiB)."""
+    return 15 if remote.name == "gha-v2" else 30

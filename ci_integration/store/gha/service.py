@@ -1,8 +1,9 @@
 """The GitHub Actions cache service a job can reach, behind one small interface: look
-a key up, store bytes under a new key, download what a lookup found. Two protocols
-implement it, picked from the job's environment: v2 (twirp calls to the results
-service, bytes in Azure Blob storage; github.com) where ACTIONS_CACHE_SERVICE_V2 is
-true, else v1 (``_apis/artifactcache``; GitHub Enterprise Server, act).
+a key up, store bytes under a new key, download what a lookup found (or a range of
+it). Two protocols implement it, picked from the job's environment: v2 (twirp calls
+to the results service, bytes in Azure Blob storage; github.com) where
+ACTIONS_CACHE_SERVICE_V2 is true, else v1 (``_apis/artifactcache``; GitHub
+Enterprise Server, act).
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ EXPORT_HINT = (
 )
 
 
+# What the service says when it refuses for a reason other than the token.
+REFUSALS = {
+    "cache read denied": "this job may not read the cache (refused by the repository's or "
+    "organisation's policy): restoring nothing",
+    "cache write denied": "this job may not write to the cache (refused by the repository's "
+    "or organisation's policy): saving nothing",
+    "insufficient usage": "the repository's cache storage is over its limit (GitHub's "
+    "usage and billing settings): saving nothing",
+}
+
+
 class Conflict(Exception):
     """The key is taken: committed already, or reserved by an upload under way."""
 
@@ -32,6 +44,26 @@ class Found:
     location: str  # where to download from; a secret (a signed URL) on GitHub
 
 
+class Payload(Protocol):
+    """Bytes to upload, read a part at a time (a bundle lives in a temp file)."""
+
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class InMemory:
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.data[offset : offset + length]
+
+
 class CacheService(Protocol):
     host: str  # the service's host, for log lines
     protocol: str  # "v1" or "v2"
@@ -39,10 +71,11 @@ class CacheService(Protocol):
     def lookup(self, key: str, version: str) -> Found | None:
         """The entry whose key is ``key``, else the newest committed one starting with it."""
 
-    def store(self, key: str, version: str, data: bytes) -> None:
+    def store(self, key: str, version: str, payload: Payload) -> None:
         """A new committed entry; Conflict when the service already holds ``key``."""
 
-    def download(self, found: Found) -> bytes: ...
+    def download(self, found: Found, start: int = 0, length: int | None = None) -> bytes:
+        """The entry's bytes, or ``length`` of them from ``start``."""
 
 
 def uses_v2(env: Mapping[str, str]) -> bool:
@@ -69,9 +102,9 @@ def connect(
     """The job's cache service. Connecting never fails: a job without one gets a
     service whose every call raises OSError saying why (cache trouble is a warning)."""
     if uses_v2(env):
-        from ci_integration.store.gha_twirp import TwirpCacheClient
+        from ci_integration.store.gha.v2 import TwirpCacheClient
 
         return TwirpCacheClient(env, sleep=sleep)
-    from ci_integration.store.gha_client import CacheClient
+    from ci_integration.store.gha.v1 import CacheClient
 
     return CacheClient(env, sleep=sleep)

@@ -20,17 +20,20 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Callable, Mapping
 
-from ci_integration.store.azure_blob import REFUSED as STORAGE_REFUSED
-from ci_integration.store.azure_blob import SERVICE_NAME as STORAGE_NAME
-from ci_integration.store.azure_blob import AzureBlob
-from ci_integration.store.gha_http import Transport, http_url
-from ci_integration.store.gha_service import (
+from ci_integration.store import retry
+from ci_integration.store.gha.azure_blob import REFUSED as STORAGE_REFUSED
+from ci_integration.store.gha.azure_blob import SERVICE_NAME as STORAGE_NAME
+from ci_integration.store.gha.azure_blob import AzureBlob
+from ci_integration.store.gha.service import (
+    REFUSALS,
     RESULTS_URL_ENV,
     TOKEN_ENV,
     Conflict,
     Found,
+    Payload,
     unavailable,
 )
+from ci_integration.store.http import Transport, explain, http_url
 
 SERVICE = "github.actions.results.api.v1.CacheService"
 SERVICE_NAME = "GitHub cache service"
@@ -47,9 +50,11 @@ class TwirpCacheClient:
         # As GitHub's own client does: the service's path replaces any in the URL.
         self.base = urllib.parse.urljoin(base, f"/twirp/{SERVICE}/")
         token = env.get(TOKEN_ENV, "")
-        self.transport = Transport(SERVICE_NAME, env, refused=REFUSED, secrets=[token], sleep=sleep)
+        self.transport = Transport(SERVICE_NAME, env, refused=REFUSED, policy=retry.GITHUB_CACHE,
+                                   secrets=[token], refusals=REFUSALS, sleep=sleep)  # fmt: skip
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        storage = Transport(STORAGE_NAME, env, refused=STORAGE_REFUSED, sleep=sleep)
+        storage = Transport(STORAGE_NAME, env, refused=STORAGE_REFUSED,
+                            policy=retry.AZURE_STORAGE, sleep=sleep)  # fmt: skip
         self.blobs = AzureBlob(storage)
 
     def lookup(self, key: str, version: str) -> Found | None:
@@ -64,7 +69,7 @@ class TwirpCacheClient:
             raise OSError(f"the GitHub cache service at {self.host} gave a bad download location")
         return Found(matched, url)
 
-    def store(self, key: str, version: str, data: bytes) -> None:
+    def store(self, key: str, version: str, payload: Payload) -> None:
         request = {"key": key, "version": version}
         response = self._call("CreateCacheEntry", request, "reserving a key", {409})
         if response.status_code == 409:
@@ -75,19 +80,22 @@ class TwirpCacheClient:
             message = " ".join(str(answer.get("message") or "").split())[:200]
             if not message:
                 raise Conflict(key)  # what GitHub's own client takes it for
+            meaning = explain(message, REFUSALS)
+            if meaning:
+                raise PermissionError(f"the GitHub cache service at {self.host}: {meaning}")
             raise OSError(f"the GitHub cache service at {self.host} refused the key: {message}")
         if not http_url(url):
             raise OSError(f"the GitHub cache service at {self.host} gave a bad upload location")
-        self.blobs.upload(url, data)
-        request = {"key": key, "version": version, "size_bytes": str(len(data))}
+        self.blobs.upload(url, payload)
+        request = {"key": key, "version": version, "size_bytes": str(payload.size)}
         answer = _document(self._call("FinalizeCacheEntryUpload", request, "committing an upload"))
         if not answer.get("ok"):
             message = " ".join(str(answer.get("message") or "").split())[:200]
             raise OSError(f"the GitHub cache service at {self.host} did not commit the upload"
                           + (f": {message}" if message else ""))  # fmt: skip
 
-    def download(self, found: Found) -> bytes:
-        return self.blobs.download(found.location)
+    def download(self, found: Found, start: int = 0, length: int | None = None) -> bytes:
+        return self.blobs.download(found.location, start, length)
 
     def _call(self, method: str, request: dict, what: str, passed: set[int] | None = None):
         if self.problem:

@@ -2,7 +2,7 @@
 GitHub Enterprise Server serve it inside a job: look a key up, reserve one, upload
 its bytes in chunks, commit, and download from the location a lookup gives.
 
-Requests, retries and error messages are gha_http's: never the token, and never a
+Requests, retries and error messages are store.http's: never the token, and never a
 download URL, which carries a signature on GitHub.
 """
 
@@ -11,17 +11,22 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Callable, Mapping
 
-from ci_integration.store.gha_http import Transport, http_url
-from ci_integration.store.gha_service import (
+from ci_integration.store import retry
+from ci_integration.store.gha.service import (
     CACHE_URL_ENV,
+    REFUSALS,
     TOKEN_ENV,
     Conflict,
     Found,
+    Payload,
     unavailable,
 )
+from ci_integration.store.http import Transport, http_url, parallel, range_of, ranged
 
 ACCEPT = "application/json;api-version=6.0-preview.1"
+# As the official client: chunks of 32 MiB, four at a time.
 CHUNK_BYTES = 32 * 1024 * 1024
+UPLOAD_WORKERS = 4
 SERVICE_NAME = "GitHub cache service"
 REFUSED = "the token was refused (it is valid for its own job only)"
 
@@ -35,7 +40,8 @@ class CacheClient:
         self.base = base.rstrip("/") + "/_apis/artifactcache/"
         self.host = urllib.parse.urlsplit(base).netloc or "nowhere"
         self._token = env.get(TOKEN_ENV, "")
-        self.transport = Transport(SERVICE_NAME, env, refused=REFUSED, secrets=[self._token],
+        self.transport = Transport(SERVICE_NAME, env, refused=REFUSED, policy=retry.GITHUB_CACHE,
+                                   secrets=[self._token], refusals=REFUSALS,
                                    sleep=sleep)  # fmt: skip
         self._headers = {"Accept": ACCEPT, "Authorization": f"Bearer {self._token}"}
 
@@ -53,24 +59,29 @@ class CacheClient:
             raise OSError(f"the GitHub cache service at {self.host} gave a bad download location")
         return found
 
-    def store(self, key: str, version: str, data: bytes) -> None:
-        cache_id = self._reserve(key, version, len(data))
-        view = memoryview(data)
-        for start in range(0, len(data), CHUNK_BYTES):
-            chunk = view[start : start + CHUNK_BYTES]
+    def store(self, key: str, version: str, payload: Payload) -> None:
+        cache_id = self._reserve(key, version, payload.size)
+
+        def upload(start: int) -> None:
+            chunk = payload.read(start, min(CHUNK_BYTES, payload.size - start))
             headers = {
                 "Content-Type": "application/octet-stream",
                 "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/*",
             }
-            self._call("PATCH", f"caches/{cache_id}", "uploading", data=bytes(chunk),
+            self._call("PATCH", f"caches/{cache_id}", "uploading", data=chunk,
                        headers=headers)  # fmt: skip
-        self._call("POST", f"caches/{cache_id}", "committing an upload", json={"size": len(data)})
 
-    def download(self, found: Found) -> bytes:
+        starts = range(0, payload.size, CHUNK_BYTES)
+        parallel([lambda start=start: upload(start) for start in starts], UPLOAD_WORKERS)
+        self._call("POST", f"caches/{cache_id}", "committing an upload",
+                   json={"size": payload.size})  # fmt: skip
+
+    def download(self, found: Found, start: int = 0, length: int | None = None) -> bytes:
         # Without the token: the location is another service (Azure storage on GitHub).
         response = self.transport.request("GET", found.location, "downloading",
+                                          headers=ranged(start, length),
                                           follow_redirects=True)  # fmt: skip
-        return response.content
+        return range_of(response, start, length, f"{self.transport.name} at {self.host}")
 
     def _reserve(self, key: str, version: str, size: int) -> int:
         document = {"key": key, "version": version, "cacheSize": size}
