@@ -10,12 +10,19 @@ folder a build archives, and restores from the loopback Jenkins of the tests, wh
 serves that folder as the job's last successful build through the remote access API.
 
     python -m bench backends        (BENCH_BACKENDS_MB=100 for a quicker run)
+
+Each backend also shows what a save under an unrelated key uploads after about 2 %
+of the folder changed (no --restore-key: the key a workflow spells with hashFiles),
+as a share of what the first save uploaded; the target is under 5 %. Not on
+jenkins://, whose every build archives a whole folder (older builds' artifacts go
+with their builds), so the next build's save writes it all again, by design.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -178,28 +185,52 @@ BACKENDS = {"local": local_store, "s3": s3_store, "oci": oci_store, "gha-v1": gh
             "gha-v2": gha_v2_store, "jenkins": jenkins_store}  # fmt: skip
 
 
-def timed_cli(args: list[str], cwd: Path, env: dict[str, str]) -> float:
+def timed_cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
+    """Seconds the command took, and what it printed."""
     os.sync()  # the run before must not flush its dirty pages on this run's time
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ci_integration", *args], cwd=cwd, env=env,
-                   capture_output=True, text=True, check=True)  # fmt: skip
-    return time.perf_counter() - started
+    done = subprocess.run([sys.executable, "-m", "ci_integration", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return time.perf_counter() - started, done.stdout
 
 
-def measure(fresh: Fresh, base: Path) -> tuple[float, float]:
-    """Best save and best restore seconds over RUNS, each save into an empty store."""
+def measure(fresh: Fresh, base: Path) -> tuple[float, float, float]:
+    """Best save and best restore seconds over RUNS, each save into an empty store;
+    and the share of the first save's upload that a save under another key uploads
+    once about 2 % of the folder changed."""
     saves, restores = [], []
     for _ in range(RUNS):
         target = fresh()
         store = ["--key", "bench", "--store", target.url, "--strict"]
-        saves.append(timed_cli(["cache", "save", "data", *store], base / "job1",
-                               {**os.environ, **target.save_env}))  # fmt: skip
+        seconds, printed = timed_cli(["cache", "save", "data", *store, "--json"], base / "job1",
+                                     {**os.environ, **target.save_env})  # fmt: skip
+        saves.append(seconds)
+        first = json.loads(printed)["uploaded_bytes"]
         job2 = base / "job2"
         shutil.rmtree(job2, ignore_errors=True)
         job2.mkdir()
         restores.append(timed_cli(["cache", "restore", "data", *store, "--fail-on-miss"], job2,
-                                  {**os.environ, **target.restore_env}))  # fmt: skip
-    return min(saves), min(restores)
+                                  {**os.environ, **target.restore_env})[0])  # fmt: skip
+    # The next job: what it restored changed a little, saved under the key of its lock file.
+    change_two_percent(job2 / "data")
+    store = ["--key", "lock-3f9a", "--store", target.url, "--strict", "--json"]
+    printed = timed_cli(["cache", "save", "data", *store], job2,
+                        {**os.environ, **target.restore_env})[1]  # fmt: skip
+    return min(saves), min(restores), json.loads(printed)["uploaded_bytes"] / first
+
+
+def change_two_percent(folder: Path) -> None:
+    """Rewrite files, largest first, until about 2 % of the folder's bytes changed."""
+    files = sorted((path for path in folder.rglob("*") if path.is_file()),
+                   key=lambda path: path.stat().st_size)  # fmt: skip
+    budget = sum(path.stat().st_size for path in files) * 0.02
+    for path in files[len(files) // 2 :]:
+        if budget <= 0:
+            break
+        size = path.stat().st_size
+        if size <= budget:
+            path.write_bytes(os.urandom(size))
+            budget -= size
 
 
 def run() -> list[Row]:
@@ -212,11 +243,14 @@ def run() -> list[Row]:
         for name, backend in BACKENDS.items():
             with backend(base) as fresh:
                 results[name] = measure(fresh, base)
-    local_save, local_restore = results["local"]
+    local_save, local_restore, _ = results["local"]
     rows = []
-    for name, (save_s, restore_s) in results.items():
+    for name, (save_s, restore_s, share) in results.items():
         rows.append(Row(SECTION, f"{name}: save {mib:.0f} MiB, {len(files)} files (MiB/s)",
                         mib / save_s, mib / local_save))  # fmt: skip
         rows.append(Row(SECTION, f"{name}: restore (MiB/s)", mib / restore_s,
                         mib / local_restore))  # fmt: skip
+        whole = name == "jenkins"  # each build's archive holds every blob it needs
+        rows.append(Row(SECTION, f"{name}: 2 % changed, new key: uploaded (% of first)",
+                        100 * share, target=None if whole else "<= 5"))  # fmt: skip
     return rows
