@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from ci_integration import __version__, report
-from ci_integration.errors import CIIntegrationError, Interrupted, found_behind
+from ci_integration.errors import CIIntegrationError, Interrupted, UsageError, found_behind
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 0
     report.configure(env, verbose=args.debug)
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        log.error("the working folder is gone (deleted under this step): cd into one that exists")
+        return UsageError.exit_code
     previous = _raise_on_termination()
     try:
         return args.handler(args, env)

@@ -126,18 +126,31 @@ def restore(
     restore_keys: Sequence[str],
     paths: Sequence[str],
     roots: Sequence[Path],
+    *,
+    lookup_only: bool = False,
 ) -> RestoreResult:
-    """Restore the best entry into ``roots``, all or nothing; a miss changes nothing."""
+    """Restore the best entry into ``roots``, all or nothing; a miss changes nothing.
+    ``lookup_only`` says what would be restored, and downloads nothing."""
     started = time.monotonic()
     match = store.find(key, restore_keys, kind=KIND, accept=_same_paths(paths))
     if match is None:
         return RestoreResult("miss", seconds=time.monotonic() - started)
     manifest = match.manifest
+    if lookup_only:
+        return RestoreResult(
+            match.hit,
+            key=manifest.key,
+            scope=manifest.scope,
+            files=int(manifest.metadata.get("files", 0)),
+            bytes=int(manifest.metadata.get("bytes", 0)),
+            seconds=time.monotonic() - started,
+            manifest=manifest,
+        )
     tree = _load_tree(store, manifest)
     if tree.roots != list(paths):
         raise CorruptDataError(f"entry {manifest.key} lists other paths than its manifest")
 
-    progress = Progress(f"restoring {manifest.key}")
+    progress = Progress(f"restoring {manifest.key}", total=tree.raw_size)
     try:
         extract(tree, list(roots), pack_fetcher(store, tree), progress.advance)
     finally:

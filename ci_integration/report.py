@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from ci_integration.errors import UsageError
 
@@ -111,13 +112,27 @@ def write_github_output(path: str | Path, values: Mapping[str, str]) -> None:
             lines.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
         else:
             lines.append(f"{name}={value}\n")
-    with open(path, "a", encoding="utf-8") as stream:
+    with _runner_file(path, "GITHUB_OUTPUT", "outputs") as stream:
         stream.writelines(redact(line) for line in lines)
 
 
 def append_step_summary(path: str | Path, markdown: str) -> None:
-    with open(path, "a", encoding="utf-8") as stream:
+    with _runner_file(path, "GITHUB_STEP_SUMMARY", "summary") as stream:
         stream.write(redact(markdown.rstrip("\n")) + "\n")
+
+
+@contextlib.contextmanager
+def _runner_file(path: str | Path, variable: str, what: str) -> Iterator[TextIO]:
+    """A file the runner gave the step, opened to append; trouble is one line."""
+    try:
+        with open(path, "a", encoding="utf-8") as stream:
+            yield stream
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(
+            f"cannot write the step's {what} to {variable}={path}: {reason}"
+            f" (set {variable} to a writable file, as the runner does)"
+        ) from exc
 
 
 def human_bytes(count: float) -> str:
@@ -158,17 +173,29 @@ def as_text(value: object) -> str:
 
 
 class Progress:
-    """Bytes moved and the rate, redrawn on a terminal at most twice a second;
-    silent otherwise (the command prints a one-line summary when done)."""
+    """Bytes moved of the total, the rate and the time left. On a terminal, one line
+    redrawn at most twice a second; in a CI log (no terminal), a line every
+    ``every`` seconds, so that a long transfer shows it is moving."""
 
-    def __init__(self, label: str, *, stream=None, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        *,
+        total: int | None = None,
+        stream: TextIO | None = None,
+        clock=time.monotonic,
+        every: float = 10.0,
+    ) -> None:
         self.label = label
+        self.total = total
         self.stream = stream or sys.stderr
         self.clock = clock
-        self.enabled = self.stream.isatty()
+        self.live = self.stream.isatty()
+        self.every = 0.5 if self.live else every
         self.started = clock()
         self.done = 0
-        self._drawn = 0.0
+        self._drawn = self.started
+        self._lines = 0
         self._lock = threading.Lock()
 
     @property
@@ -178,19 +205,34 @@ class Progress:
     def advance(self, count: int) -> None:
         with self._lock:
             self.done += count
-            if self.enabled and self.clock() - self._drawn >= 0.5:
-                self._drawn = self.clock()
+            now = self.clock()
+            if now - self._drawn >= self.every:
+                self._drawn = now
                 self._draw()
 
     def close(self) -> None:
-        if self.enabled and self._drawn:
+        if self.live and self._lines:
             self._draw()
             self.stream.write("\n")
 
-    def _draw(self) -> None:
+    def describe(self) -> str:
         rate = self.done / max(self.seconds, 1e-6)
-        line = f"{self.label}: {human_bytes(self.done)} ({human_bytes(rate)}/s)"
-        self.stream.write(f"\r{line:<60}")
+        if not self.total:
+            return f"{self.label}: {human_bytes(self.done)}, {human_bytes(rate)}/s"
+        share = min(self.done / self.total, 1.0)
+        left = max(self.total - self.done, 0) / rate if rate > 0 else float("inf")
+        eta = "?" if left == float("inf") else f"{left:.0f} s"
+        return (
+            f"{self.label}: {human_bytes(self.done)} of {human_bytes(self.total)}"
+            f" ({share:.0%}), {human_bytes(rate)}/s, {eta} left"
+        )
+
+    def _draw(self) -> None:
+        self._lines += 1
+        if self.live:
+            self.stream.write(f"\r{self.describe():<72}")
+        else:
+            self.stream.write(self.describe() + "\n")
         self.stream.flush()
 
 

@@ -17,8 +17,15 @@ version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/ci_integration/__init
 digest="$(cd "$root" && find setup.cfg pyproject.toml ci_integration -type f \
   \( -name '*.py' -o -name '*.cfg' -o -name '*.toml' \) -print0 | LC_ALL=C sort -z \
   | xargs -0 sha256sum | sha256sum | cut -c1-12)"
+# The store this action uses, and the extra its client needs (boto3 for S3).
+store=""
+if [[ "${2:-}" == store && -z "${INPUT_REGISTRY:-}" ]]; then
+  store="${INPUT_STORE:-${CI_INTEGRATION_STORE:-gha://}}"
+fi
+extras=""
+[[ "$store" == s3://* ]] && extras="s3"
 venvs="${CI_INTEGRATION_VENV_DIR:-${RUNNER_TEMP:-/tmp}/ci-integration}"
-venv="$venvs/$version-$digest"
+venv="$venvs/$version-$digest${extras:+-$extras}"
 mkdir -p "$venvs"
 
 install() {
@@ -26,7 +33,7 @@ install() {
   echo "::group::ci-integration $version: installing into $venv"
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$root"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$root${extras:+[$extras]}"
   touch "$venv/.complete"
   echo "::endgroup::"
 }
@@ -40,20 +47,17 @@ install
 echo "ci-integration $("$venv/bin/ci-integration" --version | cut -d' ' -f2) from $root"
 
 export_env=false
-if [[ "${2:-}" == store && -z "${INPUT_REGISTRY:-}" ]]; then
-  store="${INPUT_STORE:-${CI_INTEGRATION_STORE:-gha://}}"
-  if [[ "$store" == gha://* ]]; then
-    # A composite step can only `uses:` an action under the workspace; the copy is
-    # removed right after it ran, before anything reads the workspace.
-    staged="$GITHUB_WORKSPACE/.ci-integration-export-cache-env"
-    if [[ -e "$staged" && ! -e "$staged/.staged-by-ci-integration" ]]; then
-      echo "::warning::$staged exists and is not ours: the GitHub cache's variables are not exported"
-    else
-      rm -rf "$staged"
-      cp -R "$root/actions/export-cache-env" "$staged"
-      touch "$staged/.staged-by-ci-integration"
-      export_env=true
-    fi
+if [[ "$store" == gha://* ]]; then
+  # A composite step can only `uses:` an action under the workspace; the copy is
+  # removed right after it ran, before anything reads the workspace.
+  staged="$GITHUB_WORKSPACE/.ci-integration-export-cache-env"
+  if [[ -e "$staged" && ! -e "$staged/.staged-by-ci-integration" ]]; then
+    echo "::warning::$staged exists and is not ours: the GitHub cache's variables are not exported"
+  else
+    rm -rf "$staged"
+    cp -R "$root/actions/export-cache-env" "$staged"
+    touch "$staged/.staged-by-ci-integration"
+    export_env=true
   fi
 fi
 

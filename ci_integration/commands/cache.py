@@ -43,7 +43,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         options.add_output_options(sub)
     options.add_read_only(save_parser, "say so and exit 0")
     restore_parser.add_argument(
-        "--fail-on-miss", action="store_true", help="exit 3 when nothing matches"
+        "--fail-on-cache-miss",
+        "--fail-on-miss",
+        dest="fail_on_miss",
+        action="store_true",
+        help="exit 3 when nothing matches",
+    )
+    restore_parser.add_argument(
+        "--lookup-only",
+        action="store_true",
+        help="say what would be restored, and download nothing",
     )
     save_parser.set_defaults(handler=save)
     restore_parser.set_defaults(handler=restore)
@@ -130,9 +139,15 @@ def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         store = _scoped(args, job, env)
         roots = dircache.resolve_paths(args.paths, env, Path.cwd())
         with store.store.lock(exclusive=False):
-            result = dircache.restore(store, key, restore_keys, args.paths, roots)
+            result = dircache.restore(store, key, restore_keys, args.paths, roots,
+                                      lookup_only=args.lookup_only)  # fmt: skip
     if result.hit == "miss":
         log.info("cache miss for %s in %s", key, " > ".join(job.scope_chain))
+    elif args.lookup_only:
+        log.info(
+            "found %s in %s (%s hit): %d files, %s; not restored (--lookup-only)",
+            result.key, result.scope, result.hit, result.files, human_bytes(result.bytes),
+        )  # fmt: skip
     else:
         log.info(
             "restored %s from %s (%s hit): %d files, %s in %.1f s",
@@ -141,7 +156,10 @@ def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         )  # fmt: skip
     _emit(
         {
-            "cache_hit": result.hit,
+            # As actions/cache says it: true only for the exact key; the kind beside it.
+            "cache_hit": result.hit == "exact",
+            "cache_hit_kind": result.hit,
+            "primary_key": key,
             "matched_key": result.key or "",
             "matched_scope": result.scope or "",
             "files": result.files,

@@ -10,7 +10,7 @@ from pathlib import Path
 from ci_integration import context, report
 from ci_integration.context import OVERRIDE_PREFIX
 
-DERIVED = frozenset({"scope_chain", "read_only"})
+DERIVED = frozenset({"scope_chain"})
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

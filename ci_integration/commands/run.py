@@ -117,11 +117,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if ccache is not None:
         ccache.restore()
         spec = with_ccache(spec, ccache.folder, args.env)
-    try:
+    if ccache is None:
         return _run_container(args, env, spec)
-    finally:
-        if ccache is not None:
-            ccache.finish()
+    # Saved only once the container has run: a run that never started (no engine, no
+    # image) made nothing, and its empty folder must not replace the stored entry.
+    code = _run_container(args, env, spec)
+    ccache.finish()
+    return code
 
 
 def _run_container(args: argparse.Namespace, env: Mapping[str, str], spec: ContainerSpec) -> int:

@@ -51,6 +51,8 @@ class CcacheFolder:
         log.info("ccache this run: %s", self.this_run.describe())
         if self.read_only:
             log.info("not saving ccache: this job is read-only")
+        elif not any(path.is_file() for path in self.folder.rglob("*")):
+            log.info("not saving ccache: %s holds no files (the stored entry stays)", self.folder)
         else:
             with self._trouble("ccache not saved"):
                 result = dircache.save(self.store, self.key, [LOGICAL_PATH], [self.folder])

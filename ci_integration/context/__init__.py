@@ -13,7 +13,13 @@ from pathlib import Path
 from types import ModuleType
 
 from ci_integration.context import github, jenkins, local
-from ci_integration.context.model import CIContext, Provider, parse_bool, parse_int
+from ci_integration.context.model import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    CIContext,
+    Provider,
+    parse_int,
+)
 
 __all__ = ["CIContext", "Provider", "detect"]
 
@@ -71,12 +77,16 @@ def apply_overrides(context: CIContext, env: Mapping[str, str]) -> CIContext:
     for field in dataclasses.fields(CIContext):
         if field.name == "provider":
             continue
-        name = "SCOPE" if field.name == "scope_override" else field.name.upper()
+        name = field.name.removesuffix("_override").upper()
         raw = env.get(OVERRIDE_PREFIX + name, "")
         if not raw:
             continue
         if field.type == "bool":
-            changes[field.name] = parse_bool(raw)
+            word = raw.strip().lower()
+            if word not in TRUE_WORDS | FALSE_WORDS:
+                log.warning("ignoring %s%s=%s: use true or false", OVERRIDE_PREFIX, name, raw)
+                continue
+            changes[field.name] = word in TRUE_WORDS
         elif field.type == "int | None":
             number = parse_int(raw)
             if number is None:

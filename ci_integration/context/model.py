@@ -39,6 +39,7 @@ class CIContext:
     event: str | None = None
     repository: str | None = None
     scope_override: str | None = None
+    read_only_override: bool = False
 
     @property
     def scope(self) -> str:
@@ -71,14 +72,15 @@ class CIContext:
 
     @property
     def read_only(self) -> bool:
-        """A pull request from a fork restores but never saves: its code is untrusted."""
-        return self.is_fork
+        """A pull request from a fork restores but never saves: its code is untrusted.
+        So does a job told so (CI_INTEGRATION_READ_ONLY=true)."""
+        return self.is_fork or self.read_only_override
 
     def as_dict(self) -> dict[str, Any]:
         data = {
             field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)
-            if field.name != "scope_override"
+            if field.name not in OVERRIDE_ONLY
         }
         data["provider"] = self.provider.value
         data["scope"] = self.scope
@@ -112,5 +114,11 @@ def parse_int(value: Any) -> int | None:
         return None
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+# Fields that only an override sets, reported through the properties they change.
+OVERRIDE_ONLY = frozenset({"scope_override", "read_only_override"})
+
+
 def parse_bool(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+    return (value or "").strip().lower() in TRUE_WORDS

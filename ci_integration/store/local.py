@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ci_integration.process import pid_alive
 from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo
@@ -28,6 +30,7 @@ from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo
 # A temp file this old belongs to a writer that is gone, wherever it ran.
 STALE_TEMP_SECONDS = 3600
 _HOST = socket.gethostname()
+log = logging.getLogger(__name__)
 
 
 class LocalStore:
@@ -40,7 +43,12 @@ class LocalStore:
         self.entries = root / "entries"
         self.tmp = root / "tmp"
         for folder in (self.blobs, self.entries, self.tmp):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                if not folder.is_dir():
+                    raise
+                # A store mounted read-only: restores read it, saves will say why not.
 
     @property
     def description(self) -> str:
@@ -53,10 +61,13 @@ class LocalStore:
         return self.blobs / hexdigest[:2] / hexdigest
 
     def has_blob(self, digest: str) -> bool:
+        path = self._blob_path(digest)
         try:
-            os.utime(self._blob_path(digest))
+            os.utime(path)
         except FileNotFoundError:
             return False
+        except OSError:  # read-only: its time of use is not recorded
+            return path.exists()
         return True
 
     def put_blob(self, digest: str, data: bytes) -> None:
@@ -95,7 +106,8 @@ class LocalStore:
 
     def touch_entry(self, scope: str, key: str) -> None:
         path = self._entry_path(scope, key)
-        with contextlib.suppress(FileNotFoundError):
+        # A store mounted read-only keeps no record of use (OSError: EROFS, EACCES).
+        with contextlib.suppress(OSError):
             # atime records the last use; mtime stays the creation time.
             os.utime(path, (time.time(), path.stat().st_mtime))
 
@@ -122,12 +134,35 @@ class LocalStore:
 
     @contextlib.contextmanager
     def lock(self, *, exclusive: bool) -> Iterator[None]:
-        with open(self.root / "lock", "a+b") as handle:
+        with self._lock_file(exclusive) as handle:
+            if handle is None:
+                yield
+                return
             fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _lock_file(self, exclusive: bool) -> Iterator[BinaryIO | None]:
+        """The lock file, made if need be. A reader of a store it cannot write (mounted
+        read-only, another user's) opens it for reading, which flock allows, or goes
+        without when there is none: then nobody can have written since it was mounted."""
+        path = self.root / "lock"
+        try:
+            handle = open(path, "a+b")  # noqa: SIM115 (closed below)
+        except OSError:
+            if exclusive:
+                raise
+            try:
+                handle = open(path, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                log.debug("%s has no lock file and is read-only: reading it unlocked", self.root)
+                yield None
+                return
+        with handle:
+            yield handle
 
     def sweep(self) -> int:
         removed = 0

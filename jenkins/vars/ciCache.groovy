@@ -67,7 +67,7 @@ def call(Map config = [:], Closure body = null) {
     return result
 }
 
-/** Restores the paths; returns [cache_hit: exact|partial|miss, matched_key:, matched_scope:, ...]. */
+/** Restores the paths; returns [cache_hit: true|false (exact), cache_hit_kind: exact|partial|miss, matched_key:, matched_scope:, ...]. */
 Map restore(Map config = [:]) {
     Map options = settle('ciCache.restore', config)
     List argv = ['cache', 'restore', '--json']

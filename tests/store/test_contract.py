@@ -68,7 +68,7 @@ def test_round_trip_through_the_cli(backend, tmp_path, monkeypatch, capsys, base
     monkeypatch.chdir(second)
     assert main(["cache", "restore", "data", "--key", "k-{os}", *store_args], env=env) == 0
     restored = json.loads(capsys.readouterr().out)
-    assert (restored["cache_hit"], restored["matched_key"]) == ("exact", saved["key"])
+    assert (restored["cache_hit_kind"], restored["matched_key"]) == ("exact", saved["key"])
     assert snapshot(second / "data") == expected
 
     if not backend.can_list:
@@ -121,7 +121,7 @@ def test_a_save_under_an_unrelated_key_uploads_only_what_changed(backend, tmp_pa
     if how == "restored-by-the-job":
         # Another folder name: no entry holds these paths, only the job's restore helps.
         restored = cli("cache", "restore", "deps", "--key", "deps-aaa")
-        assert restored["cache_hit"] == "exact"
+        assert restored["cache_hit_kind"] == "exact"
         (workspace / "deps").rename(workspace / "vendor")
         paths = "vendor"
     else:
@@ -137,7 +137,7 @@ def test_a_save_under_an_unrelated_key_uploads_only_what_changed(backend, tmp_pa
 
     (workspace / paths).rename(workspace / "saved")
     restored = cli("cache", "restore", paths, "--key", "lock-bbb")
-    assert restored["cache_hit"] == "exact"
+    assert restored["cache_hit_kind"] == "exact"
     assert snapshot(workspace / paths) == snapshot(workspace / "saved")
 
 

@@ -526,7 +526,7 @@ def test_v2_a_dead_service_is_a_miss_with_a_warning_soon(tmp_path, monkeypatch, 
                "--store", "gha://"]  # fmt: skip
     assert main(command, env=env) == 0
     restored = capsys.readouterr()
-    assert json.loads(restored.out)["cache_hit"] == "miss"
+    assert json.loads(restored.out)["cache_hit_kind"] == "miss"
     assert main(["cache", "save", "data", "--key", "k", "--store", "gha://"], env=env) == 0
     err = restored.err + capsys.readouterr().err
     assert err.count("warning") == 2 and "cannot connect" in err and FAKE_TOKEN not in err

@@ -49,7 +49,7 @@ def test_a_read_only_job_never_tries_to_save(twirp_service, job, capsys):
     assert calls(twirp_service, "CreateCacheEntry") == 0
     assert cli(["cache", "save", "data", "--key", "k"], job, capsys)[1]["saved"]
     code, restored, _ = cli(["cache", "restore", "data", "--key", "k"], read_only, capsys)
-    assert code == 0 and restored["cache_hit"] == "exact"
+    assert code == 0 and restored["cache_hit_kind"] == "exact"
 
 
 def test_a_write_only_job_never_tries_to_restore(twirp_service, job, capsys):
@@ -57,7 +57,7 @@ def test_a_write_only_job_never_tries_to_restore(twirp_service, job, capsys):
     before = calls(twirp_service, "GetCacheEntryDownloadURL")
     write_only = {**job, "ACTIONS_CACHE_MODE": "write-only"}
     code, restored, err = cli(["cache", "restore", "data", "--key", "k"], write_only, capsys)
-    assert code == 0 and restored["cache_hit"] == "miss"
+    assert code == 0 and restored["cache_hit_kind"] == "miss"
     assert "not reading the cache: this job is write-only (ACTIONS_CACHE_MODE is write-only)" in err
     assert calls(twirp_service, "GetCacheEntryDownloadURL") == before
     Path("data", "new.txt").write_text("new")
@@ -87,7 +87,7 @@ def test_saves_and_restores_stay_within_a_few_entries_and_lookups(twirp_service,
         lookups = calls(twirp_service, "GetCacheEntryDownloadURL")
         code, restored, _ = cli(["cache", "restore", "data", "--key", f"k-{generation}"], job,
                                 capsys)  # fmt: skip
-        assert code == 0 and restored["cache_hit"] == "exact"
+        assert code == 0 and restored["cache_hit_kind"] == "exact"
         assert calls(twirp_service, "GetCacheEntryDownloadURL") - lookups <= 3
         assert snapshot(Path("data")) == expected
 
@@ -109,7 +109,7 @@ def test_a_1gb_save_is_3_cache_entries_at_most_and_its_restore_3_lookups(
     big.rename(tmp_path / "saved")
     lookups = calls(twirp_service, "GetCacheEntryDownloadURL")
     code, restored, _ = cli(["cache", "restore", "big", "--key", "gib"], job, capsys)
-    assert code == 0 and restored["cache_hit"] == "exact" and restored["bytes"] == 1024**3
+    assert code == 0 and restored["cache_hit_kind"] == "exact" and restored["bytes"] == 1024**3
     assert calls(twirp_service, "GetCacheEntryDownloadURL") - lookups <= 3
     for index in range(0, GIB_FILES, 9):
         name = f"{index}.bin"
@@ -153,7 +153,7 @@ def test_16_jobs_saving_at_once_all_save_under_the_limit_or_through_its_429s(
     # Each job's entry is whole: the last one's comes back exact.
     code, restored, _ = cli_in(folders[-1], ["cache", "restore", "data", "--key", "throttled"],
                                env)  # fmt: skip
-    assert code == 0 and restored["cache_hit"] == "exact"
+    assert code == 0 and restored["cache_hit_kind"] == "exact"
 
 
 def cli_in(folder: Path, args: list[str], env: dict[str, str]) -> tuple[int, dict, str]:
@@ -199,7 +199,7 @@ def test_prune_through_the_rest_api_keeps_what_live_entries_need(twirp_service, 
 
     Path("data").rename("saved")
     code, restored, _ = cli(["cache", "restore", "data", "--key", "k"], env, capsys)
-    assert code == 0 and restored["cache_hit"] == "exact"
+    assert code == 0 and restored["cache_hit_kind"] == "exact"
     assert snapshot(Path("data")) == snapshot(Path("saved"))
 
 
@@ -228,6 +228,6 @@ def test_the_service_s_refusals_are_one_line_warnings_that_say_why(
     warnings = [line for line in err.splitlines() if "warning" in line]
     assert code == 0 and len(warnings) == 1 and meaning in warnings[0], err
     assert "token was refused" not in err
-    assert result.get("saved") is False or result.get("cache_hit") == "miss"
+    assert result.get("saved") is False or result.get("cache_hit_kind") == "miss"
     code, _, err = cli(["cache", action, "data", "--key", "k", "--strict"], job, capsys)
     assert code == 3 and meaning in err

@@ -94,7 +94,7 @@ def test_a_pull_request_restores_its_own_then_its_target_then_the_default_branch
     builds.archive(MAIN, 3, main_build)
 
     restored, _ = builds.run(PULL_REQUEST, "restore", "deps-1")
-    assert (restored.report["cache_hit"], restored.report["matched_scope"]) == (
+    assert (restored.report["cache_hit_kind"], restored.report["matched_scope"]) == (
         "exact",
         "branch-main",
     )
@@ -129,7 +129,8 @@ def test_a_restore_key_finds_the_newest_entry_of_a_build(builds):
                                       **MAIN}, "save", key).code == 0  # fmt: skip
     builds.archive(MAIN, 1, workspace)
     restored, target = builds.run(FEATURE, "restore", "deps-z", "--restore-key", "deps-")
-    assert (restored.report["cache_hit"], restored.report["matched_key"]) == ("partial", "deps-b")
+    report = restored.report
+    assert (report["cache_hit_kind"], report["matched_key"]) == ("partial", "deps-b")
     assert (target / "data" / "who").read_text() == "newer"
 
 
@@ -146,7 +147,7 @@ def test_an_unchanged_save_keeps_the_entry_in_the_next_builds_artifacts(builds):
     builds.front.builds.clear()
     builds.archive(FEATURE, 2, second)
     restored, third = builds.run(FEATURE, "restore", "deps-1")
-    assert restored.report["cache_hit"] == "exact"
+    assert restored.report["cache_hit_kind"] == "exact"
     assert snapshot(third / "data") == snapshot(first / "data")
 
 
@@ -189,7 +190,7 @@ def test_transient_faults_are_retried(builds):
     builds.archive(MAIN, 1, first)
     builds.front.failures_left = 2
     restored, _ = builds.run(MAIN, "restore", "k", "--strict")
-    assert restored.code == 0 and restored.report["cache_hit"] == "exact"
+    assert restored.code == 0 and restored.report["cache_hit_kind"] == "exact"
     assert builds.front.failures_left == 0
 
 
@@ -207,7 +208,7 @@ def test_jenkins_in_trouble_is_a_miss_with_a_warning_in_bounded_time(builds, fau
     started = time.monotonic()
     run, workspace = builds.run(FEATURE, "restore", "k", url=url, env=env)
     elapsed = time.monotonic() - started
-    assert run.code == 0 and run.report["cache_hit"] == "miss"
+    assert run.code == 0 and run.report["cache_hit_kind"] == "miss"
     assert "restored nothing for k: Jenkins at " in run.err
     assert elapsed < 6, elapsed
     strict = builds.cli(workspace, {**builds.base_env, **jenkins_env(url, workspace), **FEATURE,
@@ -234,7 +235,7 @@ def test_a_job_that_may_not_write_restores_and_says_it_does_not_save(builds):
     _, main_build = builds.run(MAIN, "save", "k", content="main")
     builds.archive(MAIN, 1, main_build)
     restored, _ = builds.run(fork, "restore", "k")
-    assert (restored.report["cache_hit"], restored.report["matched_scope"]) == (
+    assert (restored.report["cache_hit_kind"], restored.report["matched_scope"]) == (
         "exact",
         "branch-main",
     )

@@ -227,7 +227,7 @@ def test_basic_auth_from_the_docker_config_and_no_secret_in_any_output(tmp_path,
         ]
         outputs = [cli(workspace, job_env(base_env, h), "--debug", *args) for h, args in runs]
     assert [code for code, _ in outputs] == [0, 0, 0, 0, 0, 3]
-    assert '"cache_hit": "exact"' in outputs[1][1] and "removed 1 entries" in outputs[3][1]
+    assert '"cache_hit_kind": "exact"' in outputs[1][1] and "removed 1 entries" in outputs[3][1]
     assert "warning: restored nothing for k" in outputs[4][1] and "refused" in outputs[4][1]
     assert "asks for a login" in outputs[5][1] and "docker login" in outputs[5][1]
     secrets = [PASSWORD, base64.b64encode(f"ci:{PASSWORD}".encode()).decode()]

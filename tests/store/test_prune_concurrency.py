@@ -36,7 +36,7 @@ for i in range(rounds):
     run("save", "data", "--key", key, "--strict", "--store", store, cwd=home)
     (home / "data" / "blob").unlink()
     out = run("restore", "data", "--key", key, "--json", "--strict", "--store", store, cwd=home)
-    hit = json.loads(out)["cache_hit"]
+    hit = json.loads(out)["cache_hit_kind"]
     restored = (home / "data" / "blob")
     if hit == "exact":
         assert restored.read_bytes() == content, "wrong data restored"

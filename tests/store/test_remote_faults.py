@@ -233,7 +233,7 @@ def test_a_transient_fault_is_retried_and_the_save_and_restore_succeed(remote, w
     fault_at(remote, TRANSIENT[fault], ("GET", remote.blob_get))
     restored = run(remote, capsys, "restore", "--strict", "--json")
     assert (restored.code, restored.warnings) == (0, []), restored.err
-    assert json.loads(restored.out)["cache_hit"] == "exact"
+    assert json.loads(restored.out)["cache_hit_kind"] == "exact"
     assert snapshot(workspace / "data") == before
     gets = [s.target for s in proxy.seen if s.method == "GET" and s.target.startswith("/")]
     faulted = [s.target for s in proxy.seen if s.action != "pass" and s.method == "GET"]
@@ -258,7 +258,7 @@ def test_a_persistent_fault_warns_and_the_job_goes_on_or_strict_exits_3(remote, 
                                                                        capsys, fault):  # fmt: skip
     proxy = remote.proxy
     baseline = run(remote, capsys, "restore", "--json")  # a clean miss, fault-free
-    assert json.loads(baseline.out)["cache_hit"] == "miss"
+    assert json.loads(baseline.out)["cache_hit_kind"] == "miss"
     template, added = PERSISTENT[fault]
     attempts = remote.policy.attempts
     if remote.waits is not None and fault != "hang":
@@ -275,7 +275,7 @@ def test_a_persistent_fault_warns_and_the_job_goes_on_or_strict_exits_3(remote, 
         assert warning.startswith(f"warning: {consequence} {KEY}: "), lenient.err
         assert "Traceback" not in lenient.err and lenient.seconds < bound, lenient
         if action == "restore":
-            assert json.loads(lenient.out)["cache_hit"] == "miss"
+            assert json.loads(lenient.out)["cache_hit_kind"] == "miss"
         strict = run(remote, capsys, action, "--strict")
         assert strict.code == 3 and strict.err.startswith(f"{PROGRAM}error: "), strict.err
         assert strict.seconds < bound, strict
@@ -315,10 +315,10 @@ def test_a_save_cut_midway_leaves_the_previous_entry_or_none(remote, workspace, 
 
     shutil.rmtree(workspace / "data")
     restored = run(remote, capsys, "restore", "--strict", "--json")
-    assert json.loads(restored.out)["cache_hit"] == "exact", restored.err
+    assert json.loads(restored.out)["cache_hit_kind"] == "exact", restored.err
     assert snapshot(workspace / "data") == first
     never = run(remote, capsys, "restore", "--strict", "--json", "--key", "never-saved")
-    assert never.code == 0 and json.loads(never.out)["cache_hit"] == "miss", never.err
+    assert never.code == 0 and json.loads(never.out)["cache_hit_kind"] == "miss", never.err
 
 
 def test_a_store_that_stops_answering_mid_save_costs_one_request_s_retries(
@@ -347,7 +347,7 @@ def test_a_body_cut_or_slow_is_fetched_whole(remote, workspace, capsys):
     # 30 pieces a second: slower than a read timeout in all, never silent for one.
     remote.proxy.add(Fault(SLOW, "GET", remote.blob_get, times=1, piece=1024, delay=0.03))
     restored = run(remote, capsys, "restore", "--strict", "--json")
-    assert json.loads(restored.out)["cache_hit"] == "exact", restored.err
+    assert json.loads(restored.out)["cache_hit_kind"] == "exact", restored.err
     assert snapshot(workspace / "data") == before
     assert remote.proxy.count("GET", remote.blob_get, CUT) == 1
     assert remote.proxy.count("GET", remote.blob_get, SLOW) == 1
@@ -407,7 +407,7 @@ def test_one_fault_in_the_middle_of_a_1gb_save_and_restore_loses_nothing(remote,
     remote.proxy.add(Fault(STATUS, "GET", remote.blob_get, status=503, times=1, skip=30))
     restored = run(remote, capsys, "restore", "--strict", "--json")
     assert (restored.code, restored.warnings) == (0, []), restored.err
-    assert json.loads(restored.out)["cache_hit"] == "exact"
+    assert json.loads(restored.out)["cache_hit_kind"] == "exact"
     assert remote.proxy.count("GET", remote.blob_get, STATUS) == 1
     assert digests(workspace / "data") == before
 

@@ -3,6 +3,8 @@ exit code (README, "Exit codes"); none needs a working engine or store to say so
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ci_integration.cli import main
@@ -104,3 +106,111 @@ def test_bad_input(argv, extra, code, message, workspace, base_env, capsys):
     assert len(lines) == 1, lines
     assert message in lines[0]
     assert "Traceback" not in captured.err
+
+
+def store_files(store: Path) -> dict[str, bytes]:
+    return {path.relative_to(store).as_posix(): path.read_bytes()
+            for path in sorted(store.rglob("*")) if path.is_file()}  # fmt: skip
+
+
+def test_run_ccache_without_an_engine_leaves_the_stored_entry_as_it_was(
+    workspace, base_env, capsys
+):
+    env = {**base_env, "JENKINS_URL": "https://ci.example.com/", "BRANCH_NAME": "main",
+           "CI_INTEGRATION_CACHE_DIR": str(workspace / "store")}  # fmt: skip
+    ccache = workspace / "ccache"
+    (ccache / "a").mkdir(parents=True)
+    (ccache / "a" / "object.o").write_bytes(b"compiled " * 1000)
+    (ccache / "ccache.conf").write_text("max_size = 1G\n")
+    assert main(["cache", "save", "--key", "ccache-test", "ccache"], env=env) == 0
+    before = store_files(workspace / "store")
+
+    import shutil
+
+    shutil.rmtree(ccache)  # a new job's workspace
+    argv = ["run", "--ccache", "ccache", "--ccache-key", "ccache-test", "img", "true"]
+    assert main(argv, env={**env, **NO_ENGINE}) == 4
+    captured = capsys.readouterr()
+    assert "ccache saved" not in captured.err
+    assert "no Docker engine answers" in captured.err.strip().splitlines()[-1]
+    assert (ccache / "a" / "object.o").exists()  # it was restored, then left alone
+    after = store_files(workspace / "store")
+    assert {name: after.get(name) for name in before} == before
+
+
+def test_a_ccache_folder_left_empty_is_not_saved_over_the_stored_entry(workspace, base_env):
+    """The container ran but left the folder empty (its compiles wiped it, or never
+    used it): the stored entry stays."""
+    from ci_integration.containers.ccache_mount import CcacheFolder
+    from ci_integration.store import open_job_store
+
+    env = {**base_env, "JENKINS_URL": "https://ci.example.com/", "BRANCH_NAME": "main",
+           "CI_INTEGRATION_CACHE_DIR": str(workspace / "store")}  # fmt: skip
+    ccache = workspace / "ccache"
+    ccache.mkdir()
+    (ccache / "stats").write_text("1\n")
+    assert main(["cache", "save", "--key", "ccache-test", "ccache"], env=env) == 0
+    before = store_files(workspace / "store")
+
+    store = open_job_store(None, env, ["branch-main"])
+    folder = CcacheFolder(ccache, "ccache-test", store, strict=True, read_only=False)
+    assert folder.restore() == "exact"
+    (ccache / "stats").unlink()
+    folder.finish()
+    after = store_files(workspace / "store")
+    assert {name: after.get(name) for name in before} == before
+    assert main(["cache", "restore", "--key", "ccache-test", "ccache"], env=env) == 0
+    assert (ccache / "stats").read_text() == "1\n"
+
+
+@pytest.mark.parametrize("where", ["missing-folder/out", "a-folder"])
+def test_an_output_file_that_cannot_be_written_is_one_line(where, workspace, base_env, capsys):
+    (workspace / "a-folder").mkdir()
+    target = workspace / where
+    env = {**base_env, "CI_INTEGRATION_CACHE_DIR": str(workspace / "store"),
+           "GITHUB_OUTPUT": str(target)}  # fmt: skip
+    (workspace / "data" / "f").write_text("x")
+    assert main(["cache", "save", "--key", "k", "data", "--github-output"], env=env) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert f"error: cannot write the step's outputs to GITHUB_OUTPUT={target}" in lines[-1]
+    assert not any("Traceback" in line for line in lines)
+
+
+def test_a_summary_that_cannot_be_written_is_a_usage_error(tmp_path):
+    from ci_integration import report
+    from ci_integration.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"GITHUB_STEP_SUMMARY=.*: Is a directory"):
+        report.append_step_summary(tmp_path, "# built")
+
+
+def test_a_deleted_working_folder_is_one_line(tmp_path, monkeypatch, base_env, capsys):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert main(["context"], env=base_env) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "ci-integration: error: the working folder is gone (deleted under this step):"
+        " cd into one that exists"
+    ]
+
+
+def test_overrides_are_honoured_or_named_in_a_warning(workspace, base_env, capsys):
+    env = {**base_env, "CI_INTEGRATION_IS_FORK": "maybe", "CI_INTEGRATION_READ_ONLY": "true",
+           "CI_INTEGRATION_PR_NUMBER": "twelve"}  # fmt: skip
+    assert main(["context", "--json"], env=env) == 0
+    captured = capsys.readouterr()
+    import json
+
+    values = json.loads(captured.out)
+    assert (values["is_fork"], values["read_only"], values["pr_number"]) == (False, True, None)
+    assert "ignoring CI_INTEGRATION_IS_FORK=maybe: use true or false" in captured.err
+    assert "ignoring CI_INTEGRATION_PR_NUMBER=twelve: not a number" in captured.err
+    assert "read_only_override" not in values
+    # A read-only job does not save.
+    env = {**base_env, "CI_INTEGRATION_READ_ONLY": "yes",
+           "CI_INTEGRATION_CACHE_DIR": str(workspace / "store")}  # fmt: skip
+    (workspace / "data" / "f").write_text("x")
+    assert main(["cache", "save", "--key", "k", "data"], env=env) == 0
+    assert not (workspace / "store").exists() or not list((workspace / "store").rglob("*.json"))

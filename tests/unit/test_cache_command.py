@@ -61,16 +61,47 @@ def test_save_restore_outputs(job, tmp_path):
         workspace, env, "cache", "restore", "cache", "--key", "k-{os}", "--github-output"
     )
     outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
-    assert outputs["cache-hit"] == "exact" and outputs["matched-key"] == saved["key"]
+    assert (outputs["cache-hit"], outputs["cache-hit-kind"]) == ("true", "exact")
+    assert outputs["matched-key"] == saved["key"]
     assert "restored k-" in restored.stderr
     miss = json.loads(
         cli(workspace, env, "cache", "restore", "cache", "--key", "other", "--json").stdout
     )
-    assert miss["cache_hit"] == "miss"
+    assert miss["cache_hit_kind"] == "miss"
     failed = cli(
         workspace, env, "cache", "restore", "cache", "--key", "other", "--fail-on-miss", check=False
     )
     assert failed.returncode == 3 and "no cache entry for other" in failed.stderr
+    failed = cli(workspace, env, "cache", "restore", "cache", "--key", "other",
+                 "--fail-on-cache-miss", check=False)  # fmt: skip
+    assert failed.returncode == 3 and "no cache entry for other" in failed.stderr
+
+
+def test_outputs_in_actions_cache_terms_and_a_lookup_that_downloads_nothing(job, tmp_path):
+    workspace, env = job
+    fill(workspace / "cache", files=3)
+    saved = json.loads(
+        cli(workspace, env, "cache", "save", "cache", "--key", "k-{os}-1", "--json").stdout
+    )
+    output = tmp_path / "out"
+    env = {**env, "GITHUB_OUTPUT": str(output)}
+    cli(workspace, env, "cache", "restore", "cache", "--key", "k-{os}-2",
+        "--restore-key", "k-", "--github-output")  # fmt: skip
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert (outputs["cache-hit"], outputs["cache-hit-kind"]) == ("false", "partial")
+    assert outputs["primary-key"] == saved["key"].replace("-1", "-2")
+    assert outputs["matched-key"] == saved["key"]
+
+    before = {path.name: path.read_bytes() for path in (workspace / "cache").iterdir()}
+    shutil.rmtree(workspace / "cache")
+    looked = cli(workspace, env, "cache", "restore", "cache", "--key", "k-{os}-1",
+                 "--lookup-only", "--json")  # fmt: skip
+    found = json.loads(looked.stdout)
+    assert (found["cache_hit_kind"], found["cache_hit"], found["files"]) == ("exact", True, 3)
+    assert "not restored (--lookup-only)" in looked.stderr
+    assert not (workspace / "cache").exists()
+    cli(workspace, env, "cache", "restore", "cache", "--key", "k-{os}-1")
+    assert {path.name: path.read_bytes() for path in (workspace / "cache").iterdir()} == before
 
 
 def test_eight_concurrent_writers_leave_one_valid_entry(job, tmp_path):
@@ -166,7 +197,7 @@ def test_a_corrupt_store_warns_and_the_job_goes_on(job):
     for blob in store.list_blobs():
         store._blob_path(blob.digest).write_bytes(b"garbage")
     result = cli(workspace, env, "cache", "restore", "cache", "--key", "k", "--json")
-    assert json.loads(result.stdout)["cache_hit"] == "miss"
+    assert json.loads(result.stdout)["cache_hit_kind"] == "miss"
     assert "warning: restored nothing for k" in result.stderr and "corrupt" in result.stderr
     assert len(list((workspace / "cache").iterdir())) == 5  # untouched
     strict = cli(workspace, env, "cache", "restore", "cache", "--key", "k", "--strict", check=False)
@@ -188,7 +219,7 @@ def test_a_fork_pull_request_restores_but_never_saves(job, tmp_path):
     restored = json.loads(
         cli(workspace, fork, "cache", "restore", "cache", "--key", "k", "--json").stdout
     )
-    assert restored["cache_hit"] == "exact" and restored["matched_scope"] == "branch-main"
+    assert restored["cache_hit_kind"] == "exact" and restored["matched_scope"] == "branch-main"
     result = cli(workspace, fork, "cache", "save", "cache", "--key", "k2", "--json")
     assert json.loads(result.stdout)["saved"] is False and "read-only" in result.stderr
     assert [e.key for e in LocalStore(Path(env["CI_INTEGRATION_CACHE_DIR"])).list_entries()] == [

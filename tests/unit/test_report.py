@@ -48,3 +48,46 @@ def test_github_output_heredoc_for_multiline_values(tmp_path):
     assert lines[0] == "one=1"
     assert lines[1].startswith("many<<ghadelimiter_") and lines[4] == lines[1].split("<<")[1]
     assert lines[2:4] == ["a", "b"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_in_a_ci_log_is_a_line_every_few_seconds_with_the_total_and_time_left():
+    import io
+
+    from ci_integration.report import Progress
+
+    clock, log = FakeClock(), io.StringIO()
+    progress = Progress("restoring deps", total=2 * 1024**3, stream=log, clock=clock, every=10)
+    for _ in range(40):  # 40 s at 25.6 MiB a second
+        clock.now += 1
+        progress.advance(int(25.6 * 1024**2))
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[0] == "restoring deps: 256.0 MiB of 2.0 GiB (12%), 25.6 MiB/s, 70 s left"
+    assert lines[-1].startswith("restoring deps: 1024.0 MiB of 2.0 GiB (50%), 25.6 MiB/s")
+    assert lines[-1].endswith(", 40 s left")
+    assert "\r" not in log.getvalue()
+
+
+def test_progress_with_no_total_says_bytes_and_rate_and_a_short_job_prints_nothing():
+    import io
+
+    from ci_integration.report import Progress
+
+    clock, log = FakeClock(), io.StringIO()
+    progress = Progress("saving deps", stream=log, clock=clock, every=10)
+    clock.now += 5
+    progress.advance(1024**2)
+    progress.close()
+    assert log.getvalue() == ""
+    clock.now += 5
+    progress.advance(1024**2)
+    assert log.getvalue() == "saving deps: 2.0 MiB, 204.8 KiB/s\n"

@@ -172,7 +172,9 @@ def test_a_second_job_restores_what_the_first_saved(workflow_run):
     assert (context["provider"], context["branch"], context["scope"]) == (
         "github-actions", "main", "branch-main")  # fmt: skip
     assert (context["is-pull-request"], context["read-only"]) == ("false", "false")
-    assert outputs(first, "restore")["cache-hit"] == "miss"
+    missed = outputs(first, "restore")
+    assert (missed["cache-hit"], missed["cache-hit-kind"], missed["cache-matched-key"]) == (
+        "false", "miss", "")  # fmt: skip
     built = outputs(first, "build")
     assert built["all-cached"] == "false" and built["image-id"].startswith("sha256:")
     assert {s["restored"] for s in json.loads(built["report"])["stages"]} == {"miss"}
@@ -186,7 +188,9 @@ def test_a_second_job_restores_what_the_first_saved(workflow_run):
     assert second["rc"] == 0, second["log"][-6000:]
     restored = outputs(second, "restore")
     assert (restored["cache-hit"], restored["matched-key"], restored["matched-scope"]) == (
-        "exact", saved["key"], "branch-main")  # fmt: skip
+        "true", saved["key"], "branch-main")  # fmt: skip
+    assert (restored["cache-hit-kind"], restored["cache-matched-key"]) == ("exact", saved["key"])
+    assert restored["cache-primary-key"] == missed["cache-primary-key"] == saved["key"]
     assert second["data"] == "first"  # restored, not made again
     built = outputs(second, "build")
     stages = json.loads(built["report"])["stages"]
@@ -204,7 +208,7 @@ def test_a_second_job_restores_what_the_first_saved(workflow_run):
         "true", "7", "feature")  # fmt: skip
     assert (context["scope"], context["scope-chain"]) == ("pr-7", "pr-7 branch-main")
     restored = outputs(pull, "restore")
-    assert (restored["cache-hit"], restored["matched-scope"]) == ("exact", "branch-main")
+    assert (restored["cache-hit"], restored["matched-scope"]) == ("true", "branch-main")
     built = outputs(pull, "build")
     assert built["all-cached"] == "true"
     assert {s["restored_from"] for s in json.loads(built["report"])["stages"]} == {"branch-main"}

@@ -574,9 +574,9 @@ def test_cache_restores_before_the_body_and_saves_after_it_with_hostile_paths(
          "--", HOSTILE],
         ["cache", "restore", "--json", "--key=hostile-{os}", store, "--", HOSTILE],
     ]  # fmt: skip
-    assert outcome.returned["seen"]["cache_hit"] == "miss"
+    assert outcome.returned["seen"]["cache_hit_kind"] == "miss"
     assert outcome.returned["result"] == "body result"
-    assert outcome.returned["again"]["cache_hit"] == "exact"
+    assert outcome.returned["again"]["cache_hit_kind"] == "exact"
     second = outcome.workspace / "second checkout"
     assert outcome.cli[2]["cwd"] == str(second)
     assert (second / HOSTILE / "built.txt").read_text() == "built by the body"
