@@ -117,12 +117,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if ccache is not None:
         ccache.restore()
         spec = with_ccache(spec, ccache.folder, args.env)
-    if ccache is None:
-        return _run_container(args, env, spec)
-    # Saved only once the container has run: a run that never started (no engine, no
-    # image) made nothing, and its empty folder must not replace the stored entry.
+    # Not in a `finally`: a run that never started (no engine, no image) made nothing,
+    # and its empty folder must not replace the stored entry.
     code = _run_container(args, env, spec)
-    ccache.finish()
+    if ccache is not None:
+        ccache.finish()
     return code
 
 

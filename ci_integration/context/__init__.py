@@ -13,13 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ci_integration.context import github, jenkins, local
-from ci_integration.context.model import (
-    FALSE_WORDS,
-    TRUE_WORDS,
-    CIContext,
-    Provider,
-    parse_int,
-)
+from ci_integration.context.model import CIContext, Provider, parse_int, parse_switch
 
 __all__ = ["CIContext", "Provider", "detect"]
 
@@ -82,11 +76,11 @@ def apply_overrides(context: CIContext, env: Mapping[str, str]) -> CIContext:
         if not raw:
             continue
         if field.type == "bool":
-            word = raw.strip().lower()
-            if word not in TRUE_WORDS | FALSE_WORDS:
+            switch = parse_switch(raw)
+            if switch is None:
                 log.warning("ignoring %s%s=%s: use true or false", OVERRIDE_PREFIX, name, raw)
                 continue
-            changes[field.name] = word in TRUE_WORDS
+            changes[field.name] = switch
         elif field.type == "int | None":
             number = parse_int(raw)
             if number is None:

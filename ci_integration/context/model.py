@@ -121,4 +121,15 @@ OVERRIDE_ONLY = frozenset({"scope_override", "read_only_override"})
 
 
 def parse_bool(value: str | None) -> bool:
+    """A CI's own flag: anything but a yes is a no."""
     return (value or "").strip().lower() in TRUE_WORDS
+
+
+def parse_switch(value: str) -> bool | None:
+    """A user's yes or no; None for anything else."""
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
