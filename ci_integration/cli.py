@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from ci_integration import __version__, report
 from ci_integration.errors import CIIntegrationError, Interrupted, UsageError, found_behind
+from ci_integration.store.gha.handoff import take_handed_env
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return UsageError.exit_code
     previous = _raise_on_termination()
     try:
-        return args.handler(args, env)
+        # The GitHub cache's variables, when export-cache-env handed them to this step.
+        return args.handler(args, take_handed_env(env))
     except KeyboardInterrupt:
         log.error("interrupted by SIGINT")
         return 130

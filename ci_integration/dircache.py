@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ci_integration.archive.extract import extract
 from ci_integration.archive.pack import Packer, known_pieces, pack_fetcher
-from ci_integration.archive.tree import FILE, Tree
-from ci_integration.archive.walk import scan
+from ci_integration.archive.tree import FILE, SYMLINK, Tree
+from ci_integration.archive.walk import measure, scan
 from ci_integration.errors import CorruptDataError
 from ci_integration.report import Progress
 from ci_integration.store.manifest import BlobRef, Manifest
@@ -36,6 +36,7 @@ class SaveResult:
     seconds: float = 0.0
     manifest: Manifest | None = None  # the entry written, when one was
     reused_from: list[str] = dataclasses.field(default_factory=list)  # "scope/key" each
+    refused_empty: bool = False  # empty folders kept from replacing an entry with files
 
 
 @dataclasses.dataclass
@@ -47,16 +48,7 @@ class RestoreResult:
     bytes: int = 0
     seconds: float = 0.0
     manifest: Manifest | None = None  # the entry restored, on a hit
-
-
-def resolve_paths(paths: Sequence[str], env: Mapping[str, str], cwd: Path) -> list[Path]:
-    """Paths as the user wrote them, ``~`` being the job's HOME."""
-    resolved = []
-    for path in paths:
-        if path == "~" or path.startswith("~/"):
-            path = env.get("HOME", "~") + path[1:]
-        resolved.append(cwd / path)
-    return resolved
+    removed_files: int = 0  # files the targets held that the cache did not, now gone
 
 
 def save(
@@ -66,8 +58,14 @@ def save(
     roots: Sequence[Path],
     reference_prefixes: Sequence[str] = (),
     references: Sequence[Manifest] = (),
+    *,
+    names: Sequence[str] | None = None,
+    allow_empty: bool = False,
 ) -> SaveResult:
     """Save ``roots`` (written by the user as ``paths``) under ``key`` in the job's scope.
+    ``names`` are the roots' names in the entry where ``paths`` has patterns (the
+    matches, in the order of ``roots``); by default, ``paths`` themselves. Folders
+    that hold no file do not replace an entry that holds some, unless ``allow_empty``.
 
     Pieces already stored are referenced instead of uploaded: those of the entry
     with this key, of the newest entry matching ``reference_prefixes``, of the
@@ -80,7 +78,7 @@ def save(
         return SaveResult(key, store.write_scope, saved=False)
     earlier = reusable_pieces(store, _references(store, key, paths, reference_prefixes,
                                                  references))  # fmt: skip
-    progress = Progress(f"saving {key}")
+    progress = Progress(f"saving {key}", total=measure(list(roots)))
     with Packer(store, known_pieces(tree for _, tree in earlier)) as packer:
         records = scan(list(roots), packer, progress.advance)
         packer.finish()
@@ -92,7 +90,17 @@ def save(
     if not records:
         log.warning("nothing to save for %s: none of %s exists", key, ", ".join(paths))
         return result
-    tree = Tree(list(paths), packer.packs, packer.pieces, records)
+    if not allow_empty and not any(record.type in (FILE, SYMLINK) for record in records):
+        current = store.read_entry(store.write_scope, key, KIND)
+        if current is not None and int(current.metadata.get("files", 0)) > 0:
+            log.warning(
+                "not saving %s: %s hold no files, and the entry holds %s (the entry stays;"
+                " --allow-empty replaces it)",
+                key, ", ".join(paths), current.metadata["files"],
+            )  # fmt: skip
+            result.refused_empty = True
+            return result
+    tree = Tree(list(paths if names is None else names), packer.packs, packer.pieces, records)
     tree_blob = tree.to_bytes()
     tree_digest, tree_uploaded = store.upload(tree_blob)
     stats = packer.stats
@@ -128,9 +136,16 @@ def restore(
     roots: Sequence[Path],
     *,
     lookup_only: bool = False,
+    merge: bool = False,
+    locate: Callable[[list[str]], list[Path]] | None = None,
 ) -> RestoreResult:
     """Restore the best entry into ``roots``, all or nothing; a miss changes nothing.
-    ``lookup_only`` says what would be restored, and downloads nothing."""
+
+    Each root replaces its folder whole, or with ``merge`` is extracted over it (the
+    cache's files replace theirs, the others stay). ``locate`` gives the folders for
+    the entry's root names, where ``paths`` has patterns; without it the names must be
+    ``paths`` and go to ``roots``. ``lookup_only`` says what would be restored, and
+    downloads nothing."""
     started = time.monotonic()
     match = store.find(key, restore_keys, kind=KIND, accept=_same_paths(paths))
     if match is None:
@@ -147,14 +162,25 @@ def restore(
             manifest=manifest,
         )
     tree = _load_tree(store, manifest)
-    if tree.roots != list(paths):
+    if locate is not None:
+        roots = locate(tree.roots)
+    elif tree.roots != list(paths):
         raise CorruptDataError(f"entry {manifest.key} lists other paths than its manifest")
 
     progress = Progress(f"restoring {manifest.key}", total=tree.raw_size)
     try:
-        extract(tree, list(roots), pack_fetcher(store, tree), progress.advance)
+        removed = extract(
+            tree, list(roots), pack_fetcher(store, tree), progress.advance, merge=merge
+        )
     finally:
         progress.close()
+    for target, count, examples in removed:
+        more = ", ..." if count > len(examples) else ""
+        log.warning(
+            "%s: %d files that were not in the cache are gone (%s%s)%s",
+            target, count, ", ".join(examples), more,
+            "" if merge else "; --merge keeps them",
+        )  # fmt: skip
     store.mark_used(manifest)
     return RestoreResult(
         match.hit,
@@ -164,6 +190,7 @@ def restore(
         bytes=tree.raw_size,
         seconds=time.monotonic() - started,
         manifest=manifest,
+        removed_files=sum(entry.count for entry in removed),
     )
 
 

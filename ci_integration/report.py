@@ -71,6 +71,10 @@ class _Formatter(logging.Formatter):
 
 
 _redactor = Redactor(set())
+# How often a transfer says how far it is in a CI log; the user may say otherwise.
+PROGRESS_ENV = "CI_INTEGRATION_PROGRESS_SECONDS"
+DEFAULT_PROGRESS_SECONDS = 10.0
+_progress_seconds = DEFAULT_PROGRESS_SECONDS
 
 
 def redact(text: str) -> str:
@@ -88,7 +92,23 @@ def configure(env: Mapping[str, str], *, verbose: bool = False) -> Redactor:
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
+    _configure_progress(env.get(PROGRESS_ENV, ""))
     return redactor
+
+
+def _configure_progress(text: str) -> None:
+    global _progress_seconds
+    _progress_seconds = DEFAULT_PROGRESS_SECONDS
+    if not text:
+        return
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        log.warning("%s=%s is not a number of seconds above 0: ignored", PROGRESS_ENV, text)
+        return
+    _progress_seconds = seconds
 
 
 @contextlib.contextmanager
@@ -175,7 +195,8 @@ def as_text(value: object) -> str:
 class Progress:
     """Bytes moved of the total, the rate and the time left. On a terminal, one line
     redrawn at most twice a second; in a CI log (no terminal), a line every
-    ``every`` seconds, so that a long transfer shows it is moving."""
+    ``every`` seconds (default: ``$CI_INTEGRATION_PROGRESS_SECONDS``, else 10), so
+    that a long transfer shows it is moving."""
 
     def __init__(
         self,
@@ -184,14 +205,14 @@ class Progress:
         total: int | None = None,
         stream: TextIO | None = None,
         clock=time.monotonic,
-        every: float = 10.0,
+        every: float | None = None,
     ) -> None:
         self.label = label
         self.total = total
         self.stream = stream or sys.stderr
         self.clock = clock
         self.live = self.stream.isatty()
-        self.every = 0.5 if self.live else every
+        self.every = 0.5 if self.live else every or _progress_seconds
         self.started = clock()
         self.done = 0
         self._drawn = self.started

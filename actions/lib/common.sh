@@ -42,6 +42,9 @@ add_store() {
     :
   elif [[ -n "$service_url" && -n "${ACTIONS_RUNTIME_TOKEN:-}" ]]; then
     args+=(--store gha://)
+  elif [[ "${CI_INTEGRATION_CACHE_SERVICE:-}" == v[12] ]]; then
+    # export-cache-env handed the service over in a file the CLI reads.
+    args+=(--store gha://)
   else
     echo "::notice::no GitHub cache service in this job: caching in a local folder, which only a self-hosted runner keeps (set the store input)"
   fi

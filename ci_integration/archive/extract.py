@@ -1,9 +1,14 @@
 """Writing a tree back to disk, all or nothing.
 
-Each root is rebuilt in a fresh folder beside its target and swapped in only once
-every byte of every root has been fetched, verified and written: a failure at any
-point leaves the targets as they were and no temp folder behind. Symlinks are
-created last and checked after, so no write ever goes through one.
+Each root is rebuilt in a fresh folder beside its target and moved in only once
+every byte of every root has been fetched, verified and written: a failure while
+fetching or writing leaves the targets as they were and no temp folder behind.
+Symlinks are created last, as they were saved, and nothing is ever written
+through one.
+
+A root replaces its target whole, or, merged, is moved in over what is there
+(files of the cache replace theirs, others stay), as ``tar -x`` does. A target
+that is a symlink is followed: the folder it leads to is restored.
 """
 
 from __future__ import annotations
@@ -11,16 +16,20 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import glob
+import logging
 import os
 import shutil
 import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from ci_integration.archive.tree import DIRECTORY, FILE, SYMLINK, Record, Tree
-from ci_integration.errors import CacheError, UnsafeArchiveError
+from ci_integration.errors import CacheError
 from ci_integration.process import pid_alive
+
+log = logging.getLogger(__name__)
 
 # Restored files get their saved permissions, but never setuid or setgid.
 MODE_MASK = 0o1777
@@ -28,6 +37,15 @@ MODE_MASK = 0o1777
 # is a second guard all the same.
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE_FLAGS = _WRITE_FLAGS | os.O_EXCL
+_EXAMPLES = 3
+
+
+class Removed(NamedTuple):
+    """What a restore took away from a target: entries that were not in the cache."""
+
+    target: Path
+    count: int
+    examples: list[str]  # a few of them, relative to the target
 
 
 def extract(
@@ -36,10 +54,17 @@ def extract(
     fetch_pack: Callable[[int], bytes],
     on_bytes: Callable[[int], None],
     workers: int = 4,
-) -> None:
-    """Rebuild every root of ``tree`` at ``targets`` (same order as tree.roots)."""
+    *,
+    merge: bool = False,
+) -> list[Removed]:
+    """Rebuild every root of ``tree`` at ``targets`` (same order as tree.roots).
+
+    Returns, for each target that lost files the cache does not hold, how many.
+    """
+    targets = [_followed(target) for target in targets]
     _check_disk_space(tree, targets)
     temps: list[Path | None] = [None] * len(targets)
+    removed: list[Removed] = []
     try:
         for index, target in enumerate(targets):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -52,13 +77,40 @@ def extract(
         for index, records in enumerate(by_root):
             _finish_root(temps[index], records)
         for index, target in enumerate(targets):
-            if by_root[index]:
-                _swap_in(temps[index], target)
-                temps[index] = None
+            temp, records = temps[index], by_root[index]
+            if not records or temp is None:
+                continue
+            if merge and _is_folder(target) and _holds_folder_root(records):
+                count, examples = _merge_in(temp, target, records)
+            else:
+                count, examples = _swap_in(temp, target, {r.path for r in records})
+            temps[index] = None
+            if count:
+                removed.append(Removed(target, count, examples))
     finally:
         for temp in temps:
             if temp is not None:
                 _remove(temp)
+    return removed
+
+
+def _followed(target: Path) -> Path:
+    """The folder a symlinked target leads to, so that the link stays a link."""
+    if not os.path.islink(target):
+        return target
+    real = Path(os.path.realpath(target))
+    log.info("%s is a symlink: restoring into %s", target, real)
+    return real
+
+
+def _holds_folder_root(records: list[Record]) -> bool:
+    return any(not record.path and record.type == DIRECTORY for record in records)
+
+
+def _is_folder(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    return False
 
 
 def _path(temp: Path, record: Record) -> Path:
@@ -128,26 +180,30 @@ def _fetch_all(
 
 def _finish_root(temp: Path | None, records: list[Record]) -> None:
     """Symlinks, then permissions and times, deepest first so folders close last."""
+    # Every other path of the tree is a real folder or file created here (the tree
+    # has no path below a symlink), so the links change where nothing is written.
     for record in records:
         if record.type == SYMLINK:
             os.symlink(record.target, _path(temp, record))
-    real_root = os.path.realpath(temp)
-    for record in records:
-        if record.type == SYMLINK:
-            resolved = os.path.realpath(_path(temp, record))
-            if resolved != real_root and not resolved.startswith(real_root + os.sep):
-                raise UnsafeArchiveError(f"symlink {record.path!r} leads outside the target")
-    for record in sorted(records, key=lambda r: r.path.count("/") + bool(r.path), reverse=True):
-        path = _path(temp, record)
-        times = (record.mtime_ns, record.mtime_ns)
-        if record.type == SYMLINK:
-            os.utime(path, ns=times, follow_symlinks=False)
-        else:
-            os.chmod(path, stat.S_IMODE(record.mode) & MODE_MASK)
-            os.utime(path, ns=times)
+    for record in sorted(records, key=_depth, reverse=True):
+        _set_metadata(_path(temp, record), record)
 
 
-def _swap_in(temp: Path, target: Path) -> None:
+def _set_metadata(path: Path, record: Record) -> None:
+    times = (record.mtime_ns, record.mtime_ns)
+    if record.type == SYMLINK:
+        os.utime(path, ns=times, follow_symlinks=False)
+    else:
+        os.chmod(path, stat.S_IMODE(record.mode) & MODE_MASK)
+        os.utime(path, ns=times)
+
+
+def _depth(record: Record) -> int:
+    return record.path.count("/") + bool(record.path)
+
+
+def _swap_in(temp: Path, target: Path, saved: set[str]) -> tuple[int, list[str]]:
+    """Replace ``target`` with ``temp``; count what the target held that ``saved`` lacks."""
     old = None
     if os.path.lexists(target):
         old = _temp_name(target, "old")
@@ -158,8 +214,63 @@ def _swap_in(temp: Path, target: Path) -> None:
         if old is not None:
             os.rename(old, target)
         raise
-    if old is not None:
+    if old is None:
+        return 0, []
+    try:
+        return _not_saved(old, saved)
+    finally:
         _remove(old)
+
+
+def _not_saved(old: Path, saved: set[str]) -> tuple[int, list[str]]:
+    """Files and links under ``old`` (a replaced target) that the cache did not hold."""
+    if not _is_folder(old):
+        return 0, []
+    count, examples = 0, []
+    for folder, dirs, files in os.walk(old):
+        relative = os.path.relpath(folder, old)
+        prefix = "" if relative == "." else relative + "/"
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            if prefix + name not in saved:
+                count += 1
+                if len(examples) < _EXAMPLES:
+                    examples.append(prefix + name)
+    return count, sorted(examples)
+
+
+def _merge_in(temp: Path, target: Path, records: list[Record]) -> tuple[int, list[str]]:
+    """Move every entry of ``temp`` into the folder ``target``, over what is there.
+
+    Only real folders of the target are entered: a symlink, or a file, where the
+    cache has a folder is replaced by the folder, so no entry lands through a link.
+    Returns what was removed because the cache holds something of another kind there.
+    """
+    moved: set[str] = set()
+    kept_folders: list[Record] = []
+    count, examples = 0, []
+    for record in sorted(records, key=_depth):
+        if not record.path:
+            kept_folders.append(record)
+            continue
+        parent = record.path.rpartition("/")[0]
+        if parent in moved:
+            moved.add(record.path)  # it came with its folder
+            continue
+        source, destination = temp / record.path, target / record.path
+        if record.type == DIRECTORY and _is_folder(destination):
+            kept_folders.append(record)
+            continue
+        if _is_folder(destination) or (record.type == DIRECTORY and os.path.lexists(destination)):
+            count += 1
+            if len(examples) < _EXAMPLES:
+                examples.append(record.path)
+            _remove(destination)
+        os.replace(source, destination)
+        moved.add(record.path)
+    for record in sorted(kept_folders, key=_depth, reverse=True):
+        _set_metadata(target / record.path if record.path else target, record)
+    _remove(temp)
+    return count, examples
 
 
 def _temp_name(target: Path, kind: str) -> Path:

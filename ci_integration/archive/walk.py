@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import posixpath
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +34,34 @@ def scan(roots: list[Path], packer: Packer, on_bytes: Callable[[int], None]) -> 
     return records
 
 
+def measure(roots: list[Path]) -> int:
+    """The bytes a scan of ``roots`` will read, from one ``lstat`` of each entry: the
+    total a save's progress counts towards."""
+    total = 0
+    pending: list[str | Path] = []
+    for root in roots:
+        try:
+            info = os.stat(root)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            total += info.st_size
+        elif stat.S_ISDIR(info.st_mode):
+            pending.append(root)
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    with contextlib.suppress(OSError):
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return total
+
+
 def _scan_folder(
     root_index: int,
     folder: str | Path,
@@ -52,10 +80,9 @@ def _scan_folder(
         try:
             info = child.stat(follow_symlinks=False)
             if stat.S_ISLNK(info.st_mode):
+                # Kept as written, wherever it points: a virtualenv's python leads
+                # out of the folder. A restore never writes through one.
                 target = os.readlink(child.path)
-                if _escapes(relative, target):
-                    log.warning("not saved: symlink %s points outside the folder", child.path)
-                    continue
                 records.append(_record(root_index, relative, SYMLINK, info, target=target))
             elif stat.S_ISDIR(info.st_mode):
                 records.append(_record(root_index, relative, DIRECTORY, info))
@@ -93,20 +120,12 @@ def _file_record(
             record.pieces.append(index)
             record.size += count
             left -= count
+            on_bytes(count)
     finally:
         os.close(fd)
-    on_bytes(record.size)
     return record
 
 
 def _record(root: int, relative: str, kind: str, info: os.stat_result, target: str = "") -> Record:
     mode = stat.S_IMODE(info.st_mode)
     return Record(root, relative, kind, mode, info.st_mtime_ns, target=target)
-
-
-def _escapes(relative: str, target: str) -> bool:
-    """Whether a symlink at ``relative`` leads outside its root, read as written."""
-    if target.startswith("/"):
-        return True
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(relative), target))
-    return resolved == ".." or resolved.startswith("../")

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ci_integration import context, dircache, keys, report
+from ci_integration.cache_paths import CachePaths, is_pattern
 from ci_integration.commands import options
 from ci_integration.errors import CacheError
 from ci_integration.report import human_bytes
@@ -42,12 +43,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         options.add_store_options(sub)
         options.add_output_options(sub)
     options.add_read_only(save_parser, "say so and exit 0")
+    save_parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="let folders that hold no file replace an entry that holds some",
+    )
     restore_parser.add_argument(
         "--fail-on-cache-miss",
         "--fail-on-miss",
         dest="fail_on_miss",
         action="store_true",
         help="exit 3 when nothing matches",
+    )
+    restore_parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="extract over what is in the folders (as actions/cache does) instead of"
+        " replacing them whole",
     )
     restore_parser.add_argument(
         "--lookup-only",
@@ -106,11 +118,15 @@ def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     key, restore_keys = _render_keys(args, job)
     references = [*restore_keys, keys.literal_prefix(args.key)]
     result = dircache.SaveResult(key, job.scope, saved=False)
+    paths = CachePaths.of(args.paths, env, Path.cwd())
+    names = paths.expand()
     with _cache_trouble(args.strict, f"not saved {key}"):
         store = _scoped(args, job, env)
-        roots = dircache.resolve_paths(args.paths, env, Path.cwd())
         with store.store.lock(exclusive=False):
-            result = dircache.save(store, key, args.paths, roots, [p for p in references if p])
+            result = dircache.save(
+                store, key, args.paths, [paths.resolve(name) for name in names],
+                [p for p in references if p], names=names, allow_empty=args.allow_empty,
+            )  # fmt: skip
         _log_save(result)
     _emit(
         {
@@ -124,6 +140,7 @@ def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "reused_from": result.reused_from,
             "uploaded_bytes": result.uploaded_bytes,
             "seconds": round(result.seconds, 3),
+            **({"reason": "empty"} if result.refused_empty else {}),
         },
         args,
         env,
@@ -135,12 +152,17 @@ def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     job = context.detect(env, Path.cwd())
     key, restore_keys = _render_keys(args, job)
     result = dircache.RestoreResult("miss")
+    paths = CachePaths.of(args.paths, env, Path.cwd())
+    paths.check_disjoint([name for name in args.paths if not is_pattern(name)])
+    if not args.merge:
+        paths.refuse_replacing_cwd([name for name in args.paths if not is_pattern(name)])
     with _cache_trouble(args.strict, f"restored nothing for {key}"):
         store = _scoped(args, job, env)
-        roots = dircache.resolve_paths(args.paths, env, Path.cwd())
         with store.store.lock(exclusive=False):
-            result = dircache.restore(store, key, restore_keys, args.paths, roots,
-                                      lookup_only=args.lookup_only)  # fmt: skip
+            result = dircache.restore(
+                store, key, restore_keys, args.paths, [], locate=paths.locate,
+                lookup_only=args.lookup_only, merge=args.merge,
+            )  # fmt: skip
     if result.hit == "miss":
         log.info("cache miss for %s in %s", key, " > ".join(job.scope_chain))
     elif args.lookup_only:
@@ -164,6 +186,7 @@ def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "matched_scope": result.scope or "",
             "files": result.files,
             "bytes": result.bytes,
+            "removed_files": result.removed_files,
             "seconds": round(result.seconds, 3),
         },
         args,

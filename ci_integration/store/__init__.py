@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,8 @@ from ci_integration.store.local import LocalStore
 from ci_integration.store.scoped import ScopedStore
 
 __all__ = ["ScopedStore", "Store", "default_store_dir", "open_job_store", "open_store"]
+
+log = logging.getLogger(__name__)
 
 STORE_ENV = "CI_INTEGRATION_STORE"
 CACHE_MODE_ENV = "ACTIONS_CACHE_MODE"  # GitHub's: a job that may only read or only write
@@ -41,7 +44,14 @@ def default_store_dir(env: Mapping[str, str]) -> Path:
 
 
 def open_store(url: str | None, env: Mapping[str, str]) -> Store:
-    """The store named by ``url`` (else $CI_INTEGRATION_STORE, else the local default)."""
+    """The store named by ``url`` (else $CI_INTEGRATION_STORE, else the local default);
+    the command says which, once."""
+    store = _open(url, env)
+    log.info("cache store: %s", store.description)
+    return store
+
+
+def _open(url: str | None, env: Mapping[str, str]) -> Store:
     url = url or env.get(STORE_ENV) or ""
     if not url:
         return LocalStore(default_store_dir(env))
@@ -59,7 +69,7 @@ def open_store(url: str | None, env: Mapping[str, str]) -> Store:
     if parsed.scheme == "gha":
         if url != "gha://":
             raise UsageError(f"bad store URL {_safe(url)}: the GitHub Actions cache is gha://")
-        from ci_integration.store.gha import GhaStore
+        from ci_integration.store.gha.store import GhaStore
 
         return GhaStore(env)
     if parsed.scheme == "jenkins":

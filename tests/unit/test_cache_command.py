@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -291,3 +292,96 @@ def test_prune_keeps_the_last_n_of_each_family_outside_protected_scopes(job):
     assert len(store.list_entries("branch-main")) == 6
     bad = cli(workspace, env, "cache", "prune", "--keep-last", "0", check=False)
     assert bad.returncode == 2 and "of 1 or more" in bad.stderr
+
+
+def test_restoring_the_working_folder_is_refused_unless_merged(job):
+    workspace, env = job
+    fill(workspace / "dist", files=2)
+    (workspace / "notes.txt").write_text("the job's own file")
+    cli(workspace, env, "cache", "save", ".", "--key", "here")
+    (workspace / "dist" / "0.bin").unlink()
+    refused = cli(workspace, env, "cache", "restore", ".", "--key", "here", check=False)
+    assert refused.returncode == 2
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "restoring . would replace the working folder itself: pass --merge to extract"
+            " into it, or restore into a subfolder"
+        )
+    )
+    assert not (workspace / "dist" / "0.bin").exists()
+    (workspace / "later.txt").write_text("made after the save")
+    merged = json.loads(
+        cli(workspace, env, "cache", "restore", ".", "--key", "here", "--merge", "--json").stdout
+    )
+    assert merged["cache_hit"] and merged["removed_files"] == 0
+    assert (workspace / "dist" / "0.bin").exists()
+    assert (workspace / "later.txt").read_text() == "made after the save"
+    assert Path.cwd().exists()
+
+
+def test_glob_paths_come_back_where_they_were_found(job, tmp_path):
+    workspace, env = job
+    for package in ["web", "api", "api/vendor/tool"]:
+        fill(workspace / package / "node_modules", files=2, size=1000)
+    fill(workspace / "docs" / "node_modules", files=1, size=10)
+    patterns = ["**/node_modules", "!docs/node_modules"]
+    saved = json.loads(
+        cli(workspace, env, "cache", "save", *patterns, "--key", "modules", "--json").stdout
+    )
+    assert saved["files"] == 6  # api's inner node_modules went with api's own
+    before = {p: p.read_bytes() for p in workspace.rglob("*.bin")}
+    fresh = tmp_path / "fresh"
+    (fresh / "web").mkdir(parents=True)
+    restored = json.loads(
+        cli(fresh, env, "cache", "restore", *patterns, "--key", "modules", "--json").stdout
+    )
+    assert restored["cache_hit"] and restored["files"] == 6
+    after = {workspace / p.relative_to(fresh): p.read_bytes() for p in fresh.rglob("*.bin")}
+    assert after == {p: data for p, data in before.items() if "docs" not in p.parts}
+    # Other patterns are another entry, as with actions/cache.
+    other = json.loads(
+        cli(fresh, env, "cache", "restore", "**/node_modules", "--key", "modules", "--json").stdout
+    )
+    assert other["cache_hit_kind"] == "miss"
+
+
+def test_an_empty_folder_does_not_replace_an_entry_with_files_unless_asked(job):
+    workspace, env = job
+    fill(workspace / "deps", files=3)
+    cli(workspace, env, "cache", "save", "deps", "--key", "deps")
+    shutil.rmtree(workspace / "deps")
+    (workspace / "deps").mkdir()
+    kept = cli(workspace, env, "cache", "save", "deps", "--key", "deps", "--json")
+    assert json.loads(kept.stdout)["saved"] is False
+    assert json.loads(kept.stdout)["reason"] == "empty"
+    assert "not saving deps: deps hold no files, and the entry holds 3" in kept.stderr
+    fresh = workspace / "fresh"
+    fresh.mkdir()
+    restored = cli(fresh, env, "cache", "restore", "deps", "--key", "deps", "--json")
+    assert json.loads(restored.stdout)["files"] == 3
+    replaced = cli(workspace, env, "cache", "save", "deps", "--key", "deps", "--allow-empty",
+                   "--json")  # fmt: skip
+    assert json.loads(replaced.stdout)["saved"] is True
+    again = cli(fresh, env, "cache", "restore", "deps", "--key", "deps", "--json")
+    assert json.loads(again.stdout)["files"] == 0
+
+
+def test_a_2_gib_save_in_a_ci_log_says_how_far_it_is(job):
+    """No terminal: lines with the total, the share done, the rate and the time left."""
+    workspace, env = job
+    (workspace / "big").mkdir()
+    for index, size in enumerate([2 * 1024**3 - 1024**2, 1024**2]):  # sparse: little on disk
+        with open(workspace / "big" / f"{index}.bin", "wb") as file:
+            file.truncate(size)
+    env = {**env, "CI_INTEGRATION_PROGRESS_SECONDS": "0.5"}
+    done = cli(workspace, env, "cache", "save", "big", "--key", "big")
+    lines = [line for line in done.stderr.splitlines() if line.startswith("saving big: ")]
+    assert len(lines) >= 2, done.stderr
+    shape = re.compile(r"saving big: .* of 2\.0 GiB \((\d+)%\), .*/s, (\d+ s|\?) left")
+    shares = [int(shape.fullmatch(line).group(1)) for line in lines]
+    # Counted piece by piece, not file by file: the 2 GiB file shows it moving.
+    assert shares == sorted(shares) and len(set(shares)) >= 2 and shares[-1] <= 100
+    bad = cli(workspace, {**env, "CI_INTEGRATION_PROGRESS_SECONDS": "soon"}, "context")
+    assert "CI_INTEGRATION_PROGRESS_SECONDS=soon is not a number of seconds above 0" in bad.stderr

@@ -143,9 +143,15 @@ def workflow_run(tmp_path, tmp_path_factory, docker_client, busybox_image):
         assert result.exists(), done.stdout[-6000:]
         steps = json.loads(result.read_text())
         token = (results / f"{label}.json.token").read_text()
+        handed_on = {
+            "github_env": (results / f"{label}.json.github-env").read_text().strip(),
+            "leftover": (results / f"{label}.json.leftover").read_text().split(),
+        }
         return {"steps": steps, "log": done.stdout, "rc": done.returncode, "token": token,
+                **handed_on,
                 "container": (results / f"{label}.json.container").read_text(),
-                "data": (results / f"{label}.json.data").read_text().strip()}  # fmt: skip
+                "data": (results / f"{label}.json.data").read_text().strip(),
+                "listing": (results / f"{label}.json.listing").read_text().split()}  # fmt: skip
 
     yield run, lambda: forget_images(docker_client, repository), results, env["PWNED"]
     forget_images(docker_client, repository)
@@ -192,12 +198,18 @@ def test_a_second_job_restores_what_the_first_saved(workflow_run):
     assert (restored["cache-hit-kind"], restored["cache-matched-key"]) == ("exact", saved["key"])
     assert restored["cache-primary-key"] == missed["cache-primary-key"] == saved["key"]
     assert second["data"] == "first"  # restored, not made again
+    # Merged: the job's own file stays beside the cache's.
+    assert {"local-second", "made-by"} <= set(second["listing"])
+    assert restored["removed-files"] == "0"
     built = outputs(second, "build")
     stages = json.loads(built["report"])["stages"]
     assert built["all-cached"] == "true", stages
     assert {(s["restored"], s["restored_from"]) for s in stages} == {("exact", "branch-main")}
     again = outputs(second, "save")
-    assert (again["unchanged"], again["uploaded-bytes"]) == ("true", "0")
+    # The job's own file came and went, so the folder's time is new: only the
+    # listing is uploaded again, no file's bytes.
+    assert (again["saved"], again["new-bytes"]) == ("true", "0")
+    assert 0 < int(again["uploaded-bytes"]) < 4096
 
     # A pull request reads its target branch's entries and writes its own scope.
     forget()
@@ -213,7 +225,8 @@ def test_a_second_job_restores_what_the_first_saved(workflow_run):
     assert built["all-cached"] == "true"
     assert {s["restored_from"] for s in json.loads(built["report"])["stages"]} == {"branch-main"}
     into_pr = outputs(pull, "save")
-    assert (into_pr["saved"], into_pr["scope"], into_pr["uploaded-bytes"]) == ("true", "pr-7", "0")
+    assert (into_pr["saved"], into_pr["scope"], into_pr["new-bytes"]) == ("true", "pr-7", "0")
+    assert int(into_pr["uploaded-bytes"]) < 4096  # the listing alone
 
     for job in (first, second, pull):
         assert job["steps"]["injected-paths"]["outcome"] == "success"
@@ -221,6 +234,8 @@ def test_a_second_job_restores_what_the_first_saved(workflow_run):
         assert job["steps"]["injected-keys"]["outcome"] == "failure"  # refused, exit 2
         assert "invalid cache key" in job["log"]
         assert job["steps"]["cleanup"]["outcome"] == "success"
-        # The runtime token was in every step's environment, and in no log line.
+        # The token reached the actions (every cache step used gha://) and no log
+        # line; no action put it in $GITHUB_ENV or left it in a file of $RUNNER_TEMP.
         assert len(job["token"]) > 20 and job["token"] not in job["log"]
+        assert (job["github_env"], job["leftover"]) == ("0", [])
     assert sorted(results.glob(Path(pwned).name + "*")) == []

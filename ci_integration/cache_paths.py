@@ -1,0 +1,142 @@
+"""The paths a cache command names, as actions/cache takes them: folders and files,
+``~`` for the job's HOME, and glob patterns (``**/node_modules``, ``!`` to exclude).
+
+The patterns as written are the entry's identity (a restore matches entries saved
+with the same ones); the folders they matched at save time are the entry's roots,
+and a restore puts each back where it was found, once it is sure the name could
+have come from the patterns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import glob
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ci_integration.errors import CorruptDataError, UsageError
+
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+def is_pattern(path: str) -> bool:
+    return path.startswith("!") or bool(_GLOB_CHARACTERS & set(path))
+
+
+@dataclasses.dataclass(frozen=True)
+class CachePaths:
+    written: tuple[str, ...]  # as the user wrote them
+    cwd: Path
+    home: str
+
+    @classmethod
+    def of(cls, written: Sequence[str], env: Mapping[str, str], cwd: Path) -> CachePaths:
+        paths = cls(tuple(written), cwd, env.get("HOME", "~"))
+        if all(path.startswith("!") for path in written):
+            raise UsageError("every path is an exclusion (!): name what to cache as well")
+        return paths
+
+    @property
+    def has_patterns(self) -> bool:
+        return any(is_pattern(path) for path in self.written)
+
+    def resolve(self, name: str) -> Path:
+        """Where a path is on disk: ``~`` is the job's HOME, the rest from the job's folder."""
+        if name == "~" or name.startswith("~/"):
+            name = self.home + name[1:]
+        return Path(os.path.normpath(self.cwd / name))
+
+    def expand(self) -> list[str]:
+        """The roots a save takes: literal paths as written, each pattern's matches
+        (sorted, less the exclusions', none inside another)."""
+        names: list[str] = []
+        excluded: set[str] = set()
+        for path in self.written:
+            if path.startswith("!"):
+                excluded.update(self._matches(path[1:]))
+            elif is_pattern(path):
+                names.extend(sorted(self._matches(path)))
+            else:
+                names.append(path)
+        kept = [name for name in dict.fromkeys(names) if name not in excluded]
+        if self.has_patterns:
+            kept = self._outermost(kept)
+        self.check_disjoint(kept)
+        return kept
+
+    def locate(self, names: Sequence[str]) -> list[Path]:
+        """Where a restore puts an entry's roots: the paths as written, or, for an
+        entry saved from patterns, each name that those patterns could have matched."""
+        if not self.has_patterns:
+            if list(names) != list(self.written):
+                raise CorruptDataError("the entry lists other paths than its manifest")
+        else:
+            for name in names:
+                if not self._could_match(name):
+                    raise CorruptDataError(
+                        f"the entry names {name[:200]!r}, which none of the paths matches"
+                    )
+        self.check_disjoint(list(names))
+        return [self.resolve(name) for name in names]
+
+    def check_disjoint(self, names: Sequence[str]) -> None:
+        named = [(name, self.resolve(name)) for name in names]
+        for (outer, outer_path), (inner, inner_path) in itertools.permutations(named, 2):
+            if inner_path == outer_path or outer_path in inner_path.parents:
+                raise UsageError(f"{inner} is inside {outer}: name the outer folder alone")
+
+    def refuse_replacing_cwd(self, names: Sequence[str]) -> None:
+        """A restore replaces its targets whole: never the folder the job stands in."""
+        here = Path(os.path.realpath(self.cwd))
+        for name in names:
+            real = Path(os.path.realpath(self.resolve(name)))
+            if real == here or real in here.parents:
+                raise UsageError(
+                    f"restoring {name} would replace the working folder itself: pass --merge"
+                    " to extract into it, or restore into a subfolder"
+                )
+
+    def _matches(self, pattern: str) -> list[str]:
+        tilde = pattern == "~" or pattern.startswith("~/")
+        expanded = self.home + pattern[1:] if tilde else pattern
+        found = glob.glob(expanded, root_dir=self.cwd, recursive=True, include_hidden=True)
+        found = [os.path.normpath(name) for name in found]
+        if tilde:  # kept in the form written, so that another HOME restores it too
+            found = ["~" + name[len(self.home) :] for name in found]
+        return found
+
+    def _could_match(self, name: str) -> bool:
+        parts = name.split("/")
+        if ".." in parts or "." in parts or "" in parts[1:]:
+            return False
+        anchored = name.startswith(("/", "~"))
+        for pattern in self.written:
+            if pattern.startswith("!") or not is_pattern(pattern):
+                continue
+            if pattern.startswith(("/", "~")) != anchored:
+                continue
+            base = _literal_base(os.path.normpath(pattern))
+            if name.startswith(base) and fnmatch.fnmatchcase(name, os.path.normpath(pattern)):
+                return True
+        return False
+
+    def _outermost(self, names: list[str]) -> list[str]:
+        """Matches inside another match are saved with it (``**/node_modules`` finds
+        both ``a/node_modules`` and ``a/node_modules/b/node_modules``)."""
+        resolved = {name: self.resolve(name) for name in names}
+        kept = []
+        for name in names:
+            path = resolved[name]
+            if not any(other != name and resolved[other] in path.parents for other in names):
+                kept.append(name)
+        return kept
+
+
+def _literal_base(pattern: str) -> str:
+    """The folders before a pattern's first wildcard: ``src/*/x`` gives ``src/``."""
+    first = min((pattern.find(c) for c in _GLOB_CHARACTERS if c in pattern), default=len(pattern))
+    head = pattern[:first]
+    return head[: head.rfind("/") + 1]
