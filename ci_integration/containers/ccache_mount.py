@@ -41,8 +41,10 @@ class CcacheFolder:
                                       [self.folder])  # fmt: skip
         self.folder.mkdir(parents=True, exist_ok=True)
         self.before = read_stats(self.folder)
-        log.info("ccache %s: %s hit%s", self.folder, result.hit,
-                 f" from {result.scope}" if result.scope else "")  # fmt: skip
+        if result.hit == "miss":
+            log.info("ccache %s: nothing stored yet, starting cold", self.folder)
+        else:
+            log.info("ccache %s: %s hit from %s", self.folder, result.hit, result.scope)
         return result.hit
 
     def finish(self) -> CcacheStats:

@@ -8,13 +8,16 @@
 
 import groovy.transform.Field
 
-// The CLI release this library was written for: what it installs unless told otherwise.
-@Field final String VERSION = '0.1.0'
+// The name the library is loaded under (Manage Jenkins -> Global Trusted Pipeline
+// Libraries): Jenkins says its version in env['library.ci-integration.version'].
+@Field final String LIBRARY_NAME = 'ci-integration'
 
 // Settings every ci* step accepts besides its own arguments.
 @Field final Map SETTINGS = [
     // What pip installs into the workspace's virtual environment: a requirement, a path or
-    // a URL. Default: $CI_INTEGRATION_PIP_SPEC, else 'ci-integration==' + VERSION.
+    // a URL. Default: $CI_INTEGRATION_PIP_SPEC, else the library's own repository,
+    // $CI_INTEGRATION_GIT_URL, at the version the library was loaded at (the CLI and the
+    // steps of one commit), with the S3 client when the store is s3://.
     pipSpec: null,
     // A ci-integration already installed on the agent, run instead of installing one.
     // Default: $CI_INTEGRATION_CLI.
@@ -126,6 +129,10 @@ String execute(String step, Map options, List argv, boolean capture) {
     if (!env.WORKSPACE) {
         error("${step}: call it inside a node block: it needs a workspace")
     }
+    if (!(options.cli ?: env.CI_INTEGRATION_CLI) && !installSpec(options, argv)) {
+        error("${step}: nothing says where ci-integration comes from: set CI_INTEGRATION_GIT_URL"
+              + " to the library's repository, or pipSpec (or CI_INTEGRATION_PIP_SPEC), or cli")
+    }
     String output = sh(
         script: script(options, argv, capture),
         returnStdout: true,
@@ -150,6 +157,27 @@ String execute(String step, Map options, List argv, boolean capture) {
     return capture ? output.substring(second + 1) : null
 }
 
+/** What pip installs: the step's pipSpec, $CI_INTEGRATION_PIP_SPEC, else the library's repository. */
+String installSpec(Map options, List argv) {
+    String spec = options.pipSpec ?: env.CI_INTEGRATION_PIP_SPEC
+    if (spec) {
+        return spec
+    }
+    String url = env.CI_INTEGRATION_GIT_URL
+    if (!url) {
+        return null
+    }
+    String version = env["library.${LIBRARY_NAME}.version"] ?: 'main'
+    String store = env.CI_INTEGRATION_STORE ?: ''
+    for (Object word in argv) {
+        if (word.toString().startsWith('--store=')) {
+            store = word.toString().substring('--store='.length())
+        }
+    }
+    // The name is needed only with an extra (and pip refuses it with a file: URL).
+    return store.startsWith('s3://') ? "ci-integration[s3] @ git+${url}@${version}" : "git+${url}@${version}"
+}
+
 /**
  * The shell script for one CLI run. Only constant text and quoted words: no value from
  * the user is ever read by the shell as code. Standard error goes to the log as it comes
@@ -164,7 +192,7 @@ String script(Map options, List argv, boolean capture) {
         command = [cli]
     } else {
         String venv = "${env.WORKSPACE}@tmp/ci-integration/venv"
-        String spec = options.pipSpec ?: env.CI_INTEGRATION_PIP_SPEC ?: "ci-integration==${VERSION}"
+        String spec = installSpec(options, argv)
         // A release is installed once per workspace; a path or URL once per build, since
         // what it points at may change under the same name.
         String installed = spec ==~ /[A-Za-z0-9._-]+==[A-Za-z0-9._+!-]+/ ? spec : "${spec} for ${env.BUILD_TAG}"

@@ -116,6 +116,11 @@ class Outcome:
     seconds: float
 
     @property
+    def said(self) -> list[str]:
+        """What the run said on stderr, less the line naming its store."""
+        return [line for line in self.err.splitlines() if not line.startswith("cache store: ")]
+
+    @property
     def warnings(self) -> list[str]:
         return [line.removeprefix(PROGRAM) for line in self.err.splitlines()
                 if line.startswith(f"{PROGRAM}warning: ")]  # fmt: skip
@@ -277,7 +282,7 @@ def test_a_persistent_fault_warns_and_the_job_goes_on_or_strict_exits_3(remote, 
         if action == "restore":
             assert json.loads(lenient.out)["cache_hit_kind"] == "miss"
         strict = run(remote, capsys, action, "--strict")
-        assert strict.code == 3 and strict.err.startswith(f"{PROGRAM}error: "), strict.err
+        assert strict.code == 3 and strict.said[0].startswith(f"{PROGRAM}error: "), strict.err
         assert strict.seconds < bound, strict
         figure(remote.name, fault, action, lenient.seconds - baseline.seconds)
     seen = proxy.count()

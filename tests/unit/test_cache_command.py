@@ -357,6 +357,7 @@ def test_an_empty_folder_does_not_replace_an_entry_with_files_unless_asked(job):
     assert json.loads(kept.stdout)["saved"] is False
     assert json.loads(kept.stdout)["reason"] == "empty"
     assert "not saving deps: deps hold no files, and the entry holds 3" in kept.stderr
+    assert kept.stderr.count(f"cache store: file://{env['CI_INTEGRATION_CACHE_DIR']}\n") == 1
     fresh = workspace / "fresh"
     fresh.mkdir()
     restored = cli(fresh, env, "cache", "restore", "deps", "--key", "deps", "--json")

@@ -49,9 +49,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def make_repository(where: Path, workflow: str, files: Mapping[str, str] | None = None) -> Path:
+def make_repository(
+    where: Path, workflow: str | None = None, files: Mapping[str, str] | None = None
+) -> Path:
     """A git repository on branch main: the project's actions and package, the
-    workflow under .github/workflows, and ``files`` (path -> text)."""
+    workflow (of tests/wrappers/workflows) under .github/workflows, and ``files``
+    (path -> text)."""
     where.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = ROOT / name
@@ -60,7 +63,8 @@ def make_repository(where: Path, workflow: str, files: Mapping[str, str] | None 
         else:
             shutil.copy2(source, where / name)
     (where / ".github" / "workflows").mkdir(parents=True)
-    shutil.copy2(WORKFLOWS / workflow, where / ".github" / "workflows" / workflow)
+    if workflow is not None:
+        shutil.copy2(WORKFLOWS / workflow, where / ".github" / "workflows" / workflow)
     for name, text in (files or {}).items():
         (where / name).parent.mkdir(parents=True, exist_ok=True)
         (where / name).write_text(text)
@@ -77,10 +81,15 @@ class Act:
 
     repository: Path
     state: Path  # act's home, cache server folder, artifact folder
+    secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    path: str | None = None  # the steps' PATH, when not the host's
 
     def command(self, event: str, event_file: Path | None, env: Mapping[str, str]) -> list[str]:
         command = [
-            act_binary(), event, "-P", "ubuntu-latest=-self-hosted",
+            act_binary(), event,
+            # Every job on this machine, whatever its runs-on says.
+            "-P", "ubuntu-latest=-self-hosted", "-P", "ubuntu-24.04=-self-hosted",
+            "-P", "self-hosted=-self-hosted",
             "--env", f"SRC_DIR={self.repository}",
             "--cache-server-addr", "127.0.0.1",
             "--cache-server-path", str(self.state / "cache-server"),
@@ -94,12 +103,16 @@ class Act:
             command += ["--eventpath", str(event_file)]
         for name, value in env.items():
             command += ["--env", f"{name}={value}"]
+        for name, value in self.secrets.items():
+            command += ["--secret", f"{name}={value}"]
         return command
 
     def process_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_HOST_PREFIXES)}
         home = self.state / "home"
         home.mkdir(parents=True, exist_ok=True)
+        if self.path is not None:
+            env["PATH"] = self.path
         return {**env, "HOME": str(home), "CI": "true"}
 
     def run(

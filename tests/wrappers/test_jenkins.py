@@ -27,8 +27,6 @@ from typing import Any
 
 import pytest
 
-import ci_integration
-
 ROOT = Path(__file__).resolve().parents[2]
 VARS = ROOT / "jenkins" / "vars"
 HARNESS = Path(__file__).parent / "groovy" / "harness.groovy"
@@ -48,6 +46,8 @@ pytestmark = [
 # Anything the shell would run if a value reached it unquoted leaves this file behind.
 PWNED = Path(f"/tmp/pwned-{uuid.uuid4().hex[:12]}")
 INJECTION = f"$(touch {PWNED})"
+# Where the library's repository is, as an administrator sets CI_INTEGRATION_GIT_URL.
+LIBRARY_URL = "https://git.example.com/ci/ci-integration.git"
 HOSTILE = f"it's {INJECTION} `touch {PWNED}` dir"
 HOSTILE_KEY = f"k'ey {INJECTION} x"
 BUSYBOX_BINARY = Path("/bin/busybox")
@@ -100,7 +100,8 @@ class Outcome:
 @dataclasses.dataclass
 class Case:
     """A Groovy script run like a Jenkinsfile's scripted part. ``@STORE@`` in it becomes the
-    case's own store folder; ``@SOURCE@`` in an env value a copy of the package's sources;
+    case's own store folder; ``@SOURCE@`` in an env value a copy of the package's sources
+    (``@SOURCE_URL@`` its file: URL, a git repository);
     an env value of None removes the variable. ``allow_sh`` replaces the patterns of the
     scripts ``sh`` may run (the library's CLI runs)."""
 
@@ -141,6 +142,11 @@ class Suite:
             source / "ci_integration",
             ignore=shutil.ignore_patterns("__pycache__"),
         )
+        # A repository too, as the library's is: the default install clones it.
+        git = ["git", "-C", str(source), "-c", "user.name=test", "-c", "user.email=t@example.com"]
+        subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "source"], check=True)
         return source
 
     def _write_shim(self) -> None:
@@ -221,8 +227,10 @@ class Suite:
                 if value is None:
                     env.pop(name, None)
                 else:
-                    env[name] = value.replace("@SOURCE@", str(self.source)).replace(
-                        "@ENGINE@", self.docker_host or ""
+                    env[name] = (
+                        value.replace("@SOURCE_URL@", self.source.as_uri())
+                        .replace("@SOURCE@", str(self.source))
+                        .replace("@ENGINE@", self.docker_host or "")
                     )
             requests.append({
                 "name": case.name,
@@ -469,7 +477,29 @@ CASES = [
     ),
     Case("usage_error", "ciIntegration(args: ['cache', 'nonsense'])"),
     # The default install, looked at but not run: the catch-all stops the only sh.
-    Case("install_default_spec", "ciContext()", env={"CI_INTEGRATION_CLI": None}, allow_sh=[]),
+    Case(
+        "install_default_spec",
+        "ciContext()",
+        env={
+            "CI_INTEGRATION_CLI": None,
+            "CI_INTEGRATION_GIT_URL": LIBRARY_URL,
+            "library.ci-integration.version": "v1",
+            "CI_INTEGRATION_STORE": "s3://b/p",
+        },
+        allow_sh=[],
+    ),
+    # Nothing says where the CLI comes from: one line that says what to set.
+    Case("install_nowhere", "ciContext()", env={"CI_INTEGRATION_CLI": None}, allow_sh=[]),
+    # The library's own repository at the library's version, installed for real.
+    Case(
+        "install_from_the_library_repository",
+        "return ciContext().provider",
+        env={
+            "CI_INTEGRATION_CLI": None,
+            "CI_INTEGRATION_GIT_URL": "@SOURCE_URL@",
+            "library.ci-integration.version": "main",
+        },
+    ),
     # pip fails: the step says so, as it would of the CLI failing.
     Case(
         "install_fails",
@@ -776,16 +806,34 @@ def test_any_command_through_ci_integration(suite: Suite) -> None:
     assert usage.error.startswith("ciIntegration: argument ACTION: invalid choice: 'nonsense'")
 
 
-def test_default_install_pins_the_release(suite: Suite) -> None:
+def test_default_install_is_the_library_s_repository_at_its_version(suite: Suite) -> None:
     outcome = suite["install_default_spec"]
     (script,) = outcome.unexpected_sh
     venv = f"{outcome.workspace}@tmp/ci-integration/venv"
     assert f"ci_venv={shell_word(venv)}" in script
-    # A pinned release is installed once per workspace, whatever the build.
-    assert f"ci_installed='ci-integration=={ci_integration.__version__}'" in script
-    assert f"ci_spec='ci-integration=={ci_integration.__version__}'" in script
+    # The version the library was loaded at, the S3 client for an s3:// store.
+    spec = f"ci-integration[s3] @ git+{LIBRARY_URL}@v1"
+    assert f"ci_spec={shell_word(spec)}" in script
+    # A ref may move under the same name: installed again by the next build.
+    assert f"ci_installed={shell_word(spec + ' for jenkins-ci-integration-main-7')}" in script
     assert '-m pip install --quiet --disable-pip-version-check "$ci_spec"' in script
     assert f"{shell_word(venv + '/bin/python')} '-m' 'ci_integration' 'context' '--json'" in script
+
+
+def test_with_nowhere_to_install_from_the_step_says_what_to_set(suite: Suite) -> None:
+    outcome = suite["install_nowhere"]
+    assert not outcome.ok and outcome.unexpected_sh == []
+    assert outcome.error == (
+        "ciContext: nothing says where ci-integration comes from: set CI_INTEGRATION_GIT_URL"
+        " to the library's repository, or pipSpec (or CI_INTEGRATION_PIP_SPEC), or cli"
+    )
+
+
+def test_install_from_the_library_s_own_repository(suite: Suite) -> None:
+    outcome = suite["install_from_the_library_repository"]
+    assert outcome.ok, f"{outcome.error}\n{outcome.log[-3000:]}"
+    assert outcome.returned == "jenkins"
+    assert f"installing git+{suite.source.as_uri()}@main for " in outcome.log
 
 
 def test_a_failed_install_fails_the_step_with_a_message(suite: Suite) -> None:
@@ -904,8 +952,3 @@ def test_every_step_documents_its_arguments(step: str) -> None:
     for key, commented in defaults_keys(source):
         assert commented, f"{step}: {key} has no comment"
         assert f"<code>{key}</code>" in help_text, f"{step}.txt does not list {key}"
-
-
-def test_the_library_pins_this_release() -> None:
-    source = (VARS / "ciIntegration.groovy").read_text()
-    assert f"@Field final String VERSION = '{ci_integration.__version__}'" in source
