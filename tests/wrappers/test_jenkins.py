@@ -55,6 +55,10 @@ BUILT_IMAGE = "ci-integration-test/jenkins-wrapper"
 CREDENTIALS = {
     "jenkins-api": {"username": "janitor", "password": "jenkins-api-token-1234"},
     "github-token": {"secret": "ghp-test-token-5678"},
+    # The README's: moto takes any key.
+    "ci-cache-key-id": {"secret": "readme-access-key"},
+    "ci-cache-secret": {"secret": "readme-secret-key"},
+    "ci-integration-janitor": {"username": "janitor", "password": "jenkins-api-token-1234"},
 }
 
 
@@ -111,6 +115,7 @@ class Case:
     files: dict[str, str | Path] = dataclasses.field(default_factory=dict)
     is_unix: bool = True
     allow_sh: list[str] | None = None
+    nodes: list[str] = dataclasses.field(default_factory=list)  # what nodesByLabel finds
 
 
 class Suite:
@@ -228,7 +233,8 @@ class Suite:
                     env.pop(name, None)
                 else:
                     env[name] = (
-                        value.replace("@SOURCE_URL@", self.source.as_uri())
+                        value.replace("@STORE_PATH@", str(self.store(case.name)))
+                        .replace("@SOURCE_URL@", self.source.as_uri())
                         .replace("@SOURCE@", str(self.source))
                         .replace("@ENGINE@", self.docker_host or "")
                     )
@@ -239,6 +245,7 @@ class Suite:
                 "cwd": str(workspace),
                 "isUnix": case.is_unix,
                 "allowSh": case.allow_sh,
+                "nodes": case.nodes,
             })  # fmt: skip
         request = {
             "vars": str(VARS),
@@ -321,18 +328,36 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     if client is not None:
         docker_host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     runs = Suite(tmp_path_factory.mktemp("jenkins"), docker_host)
-    for case in CASES:
+    for case in CASES + README_CASES:
         runs.add(case)
     if client is not None:
-        for case in ENGINE_CASES:
+        endpoint = request.getfixturevalue("s3_endpoint")
+        readme_bucket(endpoint)
+        for case in ENGINE_CASES + README_ENGINE_CASES:
+            if case in README_ENGINE_CASES:
+                case = dataclasses.replace(
+                    case, script=case.script.replace(README_ENDPOINT, endpoint)
+                )
             runs.add(case)
     runs.run()
     yield runs
     if client is not None:
-        for image in client.images.list(name=BUILT_IMAGE):
-            for tag in image.tags:
-                client.images.remove(tag, force=True)
+        for repository in (BUILT_IMAGE, "example/toolchain"):
+            for image in client.images.list(name=repository):
+                for tag in image.tags:
+                    client.images.remove(tag, force=True)
     assert not PWNED.exists(), f"a hostile value was run by a shell: {PWNED} exists"
+
+
+def readme_bucket(endpoint: str) -> None:
+    """The README's bucket, on moto."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="readme-access-key",
+                      aws_secret_access_key="readme-secret-key")  # fmt: skip
+    if "ci-cache" not in {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket="ci-cache")
 
 
 CASES = [
@@ -547,6 +572,48 @@ ENGINE_CASES = [
             "app/busybox": BUSYBOX_BINARY,
         },
     ),
+]
+
+
+# The README's Jenkins examples, as written but for the line that loads the library (the
+# harness has loaded it, as Jenkins does before the script runs) and the S3 endpoint
+# (moto's, for minio.example.com).
+README_GROOVY = re.findall(r"^```groovy\n(.*?)^```", (ROOT / "README.md").read_text(),
+                           re.MULTILINE | re.DOTALL)  # fmt: skip
+LOADS_THE_LIBRARY = re.compile(r"^@Library\('([^']+)'\) _\n", re.MULTILINE)
+README_ENDPOINT = "https://minio.example.com"
+README_FILES: dict[str, str | Path] = {
+    "docker/Dockerfile": (
+        "FROM scratch\n"
+        "COPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        "COPY make /bin/make\n"
+        'RUN ["/bin/chmod", "+x", "/bin/make"]\n'
+    ),
+    "docker/busybox": BUSYBOX_BINARY,
+    # `make -j4 test`: compiles into $CCACHE_DIR, so that ciCache has something to keep.
+    "docker/make": '#!/bin/sh\nmkdir -p "$CCACHE_DIR" && echo object >"$CCACHE_DIR/main.o"'
+    ' && echo "make $*: tests passed"\n',
+    "src/main.c": "int main(void) { return 0; }\n",
+}
+
+
+def readme_case(index: int, **settings: Any) -> Case:
+    return Case(f"readme_{index}", LOADS_THE_LIBRARY.sub("", README_GROOVY[index]), **settings)
+
+
+README_CASES = [
+    readme_case(0, env={"CI_INTEGRATION_STORE": "@STORE_PATH@"}),
+    readme_case(1),
+    readme_case(2),
+]
+README_ENGINE_CASES = [
+    readme_case(
+        3,
+        env={"DOCKER_HOST": "@ENGINE@", "AWS_REGION": "us-east-1"},
+        files=README_FILES,
+    ),
+    readme_case(4, env={"DOCKER_HOST": "@ENGINE@"}, nodes=["agent-1", "agent-2"]),
 ]
 
 
@@ -952,3 +1019,50 @@ def test_every_step_documents_its_arguments(step: str) -> None:
     for key, commented in defaults_keys(source):
         assert commented, f"{step}: {key} has no comment"
         assert f"<code>{key}</code>" in help_text, f"{step}.txt does not list {key}"
+
+
+def test_the_readme_has_its_jenkins_examples() -> None:
+    assert len(README_GROOVY) == len(README_CASES) + len(README_ENGINE_CASES)
+    for block in README_GROOVY:
+        for name in LOADS_THE_LIBRARY.findall(block):
+            assert name == "ci-integration"  # the name the steps install by
+
+
+def test_readme_nightly_prune(suite: Suite) -> None:
+    outcome = suite["readme_0"]
+    assert outcome.ok, f"{outcome.error}\n{outcome.log[-3000:]}"
+    assert outcome.argvs() == [["cache", "prune", f"--store={outcome.store}", "--max-age=14d",
+                                "--keep-last=3", "--max-size=50G"]]  # fmt: skip
+
+
+def test_readme_library_loading(suite: Suite) -> None:
+    assert suite["readme_1"].ok
+    loading = suite["readme_2"]
+    assert loading.ok, loading.error
+    (arguments,) = loading.step_args("library")
+    assert arguments[0]["identifier"] == "ci-integration@main"
+    assert arguments[0]["retriever"]["libraryPath"] == "jenkins/"
+
+
+def test_readme_build_and_test_pipeline(suite: Suite) -> None:
+    if not suite.engine:
+        pytest.skip("no Docker engine answers")
+    outcome = suite["readme_3"]
+    assert outcome.ok, f"{outcome.error}\n{outcome.log[-4000:]}"
+    commands = [argv[0] if argv[0] != "cache" else " ".join(argv[:2]) for argv in outcome.argvs()]
+    assert commands == ["context", "build", "cache restore", "run", "cache save", "cleanup"]
+    assert "make -j4 test: tests passed" in outcome.log
+    # The credentials reached the CLI through the environment block, the endpoint moto's.
+    saving = next(call for call in outcome.cli if call["argv"][:2] == ["cache", "save"])
+    assert saving["env"]["AWS_ACCESS_KEY_ID"] == "readme-access-key"
+    assert "saved ccache-" in outcome.log
+
+
+def test_readme_cleanup_on_every_agent(suite: Suite) -> None:
+    if not suite.engine:
+        pytest.skip("no Docker engine answers")
+    outcome = suite["readme_4"]
+    assert outcome.ok, f"{outcome.error}\n{outcome.log[-4000:]}"
+    assert outcome.argvs() == [["cleanup", "--max-age=12h", "--grace=1m"]] * 2
+    assert [call["env"]["NODE_NAME"] for call in outcome.cli] == ["agent-1", "agent-2"]
+    assert {call["env"]["JENKINS_USER"] for call in outcome.cli} == {"janitor"}

@@ -57,6 +57,10 @@ class Pipeline {
         'echo', 'error', 'sh', 'isUnix', 'withEnv', 'withCredentials', 'usernamePassword',
         'string', 'archiveArtifacts', 'fileExists', 'readJSON', 'dir', 'pwd', 'readFile',
         'writeFile',
+        // What the README's pipelines use around the library's steps.
+        'pipeline', 'script', 'node', 'parallel', 'nodesByLabel', 'library', 'modernSCM',
+        'properties', 'pipelineTriggers', 'cron', 'buildDiscarder', 'logRotator',
+        'disableConcurrentBuilds',
     ] as Set
 
     Object invoke(String name, Object[] args) {
@@ -138,6 +142,84 @@ class Pipeline {
 
     def archiveArtifactsStep(Object[] args) {
         return null
+    }
+
+    /** A declarative pipeline: its environment set, its stages' steps run in order, then post. */
+    def pipelineStep(Object[] args) {
+        Declarative declared = new Declarative(pipeline: this)
+        Declarative.run((Closure) args[0], declared)
+        Map saved = new LinkedHashMap(env)
+        Throwable failure = null
+        try {
+            env.putAll(declared.environment.values)
+            for (Declarative.Stage stage in declared.stages.stages) {
+                log.append("[Pipeline] stage (${stage.name})\n")
+                stage.steps?.call()
+            }
+        } catch (Throwable thrown) {
+            failure = thrown
+        }
+        for (String condition in ['always', failure == null ? 'success' : 'failure']) {
+            declared.post.conditions[condition]?.call()
+        }
+        env.clear()
+        env.putAll(saved)
+        if (failure != null) {
+            throw failure
+        }
+        return null
+    }
+
+    def scriptStep(Object[] args) {
+        return ((Closure) args[0]).call()
+    }
+
+    def nodeStep(Object[] args) {
+        Closure body = (Closure) args[args.length - 1]
+        Map saved = new LinkedHashMap(env)
+        if (args.length > 1) {
+            env.NODE_NAME = args[0].toString()
+        }
+        try {
+            return body.call()
+        } finally {
+            env.clear()
+            env.putAll(saved)
+        }
+    }
+
+    /** The branches one after another: what they do, not how they interleave, is checked. */
+    def parallelStep(Object[] args) {
+        Map branches = (Map) args[0]
+        Map results = [:]
+        for (Object name in branches.keySet()) {
+            log.append("[Pipeline] { (Branch: ${name})\n")
+            results[name] = ((Closure) branches[name]).call()
+        }
+        return results
+    }
+
+    def nodesByLabelStep(Object[] args) {
+        return new ArrayList(testCase.nodes ?: [])
+    }
+
+    /** Job properties, library loading: recorded (with the steps), nothing else. */
+    def libraryStep(Object[] args) { return null }
+    def modernSCMStep(Object[] args) { return [retriever: 'modernSCM'] + (Map) args[0] }
+    def propertiesStep(Object[] args) { return null }
+    def pipelineTriggersStep(Object[] args) { return [property: 'pipelineTriggers'] }
+    def cronStep(Object[] args) { return [trigger: 'cron', spec: args[0]] }
+    def buildDiscarderStep(Object[] args) { return [property: 'buildDiscarder'] }
+    def logRotatorStep(Object[] args) { return [strategy: 'logRotator'] + (Map) args[0] }
+    def disableConcurrentBuildsStep(Object[] args) { return [property: 'disableConcurrentBuilds'] }
+
+    /** credentials('ID') in an environment block: the secret, as Jenkins binds it. */
+    String credential(String id) {
+        Map secret = (request.credentials ?: [:])[id]
+        if (secret == null) {
+            throw new PipelineError("Could not find credentials entry with ID '${id}'")
+        }
+        return secret.secret ?: "${secret.username}:${secret.password}"
     }
 
     def fileExistsStep(Object[] args) {
@@ -225,6 +307,88 @@ class Pipeline {
             throw new PipelineError("script returned exit code ${status}")
         }
         return options.returnStdout ? output : null
+    }
+}
+
+/**
+ * The sections of a declarative pipeline, gathered as Jenkins reads them. Only what
+ * is run is kept (environment, stages' steps, post conditions); agent, triggers and
+ * options say where and when, which a case does not model. Calls a section does not
+ * know fall through to the script: the library's steps and the pipeline steps.
+ */
+class Declarative {
+    Pipeline pipeline
+    Environment environment = new Environment()
+    Stages stages = new Stages()
+    Post post = new Post()
+
+    static void run(Closure body, Object delegate) {
+        Closure copy = (Closure) body.clone()
+        copy.delegate = delegate
+        copy.resolveStrategy = Closure.DELEGATE_FIRST
+        copy.call()
+    }
+
+    def getAny() { return 'any' }
+    void agent(Object where) {}
+    void triggers(Closure body) {}
+    void options(Closure body) {}
+
+    void environment(Closure body) {
+        environment.pipeline = pipeline
+        run(body, environment)
+    }
+
+    void stages(Closure body) { run(body, stages) }
+
+    void post(Closure body) { run(body, post) }
+
+    static class Environment {
+        Pipeline pipeline
+        Map values = [:]
+
+        String credentials(String id) { return pipeline.credential(id) }
+
+        void setProperty(String name, Object value) {
+            if (name == 'pipeline' || name == 'values') {
+                this.@"$name" = value
+            } else {
+                values[name] = value.toString()
+            }
+        }
+
+        Object getProperty(String name) {
+            if (name == 'pipeline' || name == 'values') {
+                return this.@"$name"
+            }
+            return values.containsKey(name) ? values[name] : pipeline.env[name]
+        }
+    }
+
+    static class Stage {
+        String name
+        Closure steps
+
+        void agent(Object where) {}
+        void steps(Closure body) { steps = body }
+    }
+
+    static class Stages {
+        List<Stage> stages = []
+
+        void stage(String name, Closure body) {
+            Stage stage = new Stage(name: name)
+            run(body, stage)
+            stages << stage
+        }
+    }
+
+    static class Post {
+        Map<String, Closure> conditions = [:]
+
+        void always(Closure body) { conditions.always = body }
+        void success(Closure body) { conditions.success = body }
+        void failure(Closure body) { conditions.failure = body }
     }
 }
 
