@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import glob
-import itertools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,9 +44,13 @@ class CachePaths:
 
     def resolve(self, name: str) -> Path:
         """Where a path is on disk: ``~`` is the job's HOME, the rest from the job's folder."""
+        return Path(self._place(name))
+
+    def _place(self, name: str) -> str:
+        # Strings, not Paths: a pattern may match 100,000 files, and pathlib is slow.
         if name == "~" or name.startswith("~/"):
             name = self.home + name[1:]
-        return Path(os.path.normpath(self.cwd / name))
+        return os.path.normpath(os.path.join(self.cwd, name))
 
     def expand(self) -> list[str]:
         """The roots a save takes: literal paths as written, each pattern's matches
@@ -83,10 +86,17 @@ class CachePaths:
         return [self.resolve(name) for name in names]
 
     def check_disjoint(self, names: Sequence[str]) -> None:
-        named = [(name, self.resolve(name)) for name in names]
-        for (outer, outer_path), (inner, inner_path) in itertools.permutations(named, 2):
-            if inner_path == outer_path or outer_path in inner_path.parents:
-                raise UsageError(f"{inner} is inside {outer}: name the outer folder alone")
+        """None of ``names`` is another, or inside another: each would be saved twice."""
+        paths = [self._place(name) for name in names]
+        where: dict[str, str] = {}
+        for name, path in zip(names, paths, strict=True):
+            if path in where:
+                raise UsageError(f"{name} is inside {where[path]}: name the outer folder alone")
+            where[path] = name
+        for name, path in zip(names, paths, strict=True):
+            outer = self._outer(path, where)
+            if outer is not None:
+                raise UsageError(f"{name} is inside {outer}: name the outer folder alone")
 
     def refuse_replacing_cwd(self, names: Sequence[str]) -> None:
         """A restore replaces its targets whole: never the folder the job stands in."""
@@ -126,13 +136,21 @@ class CachePaths:
     def _outermost(self, names: list[str]) -> list[str]:
         """Matches inside another match are saved with it (``**/node_modules`` finds
         both ``a/node_modules`` and ``a/node_modules/b/node_modules``)."""
-        resolved = {name: self.resolve(name) for name in names}
-        kept = []
-        for name in names:
-            path = resolved[name]
-            if not any(other != name and resolved[other] in path.parents for other in names):
-                kept.append(name)
-        return kept
+        paths = [self._place(name) for name in names]
+        where = dict(zip(paths, names, strict=True))
+        return [name for name, path in zip(names, paths, strict=True)
+                if self._outer(path, where) is None]  # fmt: skip
+
+    @staticmethod
+    def _outer(place: str, where: Mapping[str, str]) -> str | None:
+        """The name in ``where`` of a folder that holds ``place``, if one does: a walk up
+        its parents, not a comparison with every other name."""
+        parent = os.path.dirname(place)
+        while parent != place:
+            if parent in where:
+                return where[parent]
+            place, parent = parent, os.path.dirname(parent)
+        return None
 
 
 def _literal_base(pattern: str) -> str:

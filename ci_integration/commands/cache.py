@@ -153,9 +153,10 @@ def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     key, restore_keys = _render_keys(args, job)
     result = dircache.RestoreResult("miss")
     paths = CachePaths.of(args.paths, env, Path.cwd())
-    paths.check_disjoint([name for name in args.paths if not is_pattern(name)])
+    literal = [name for name in args.paths if not is_pattern(name)]
+    paths.check_disjoint(literal)  # before the store is opened: a usage error is first
     if not args.merge:
-        paths.refuse_replacing_cwd([name for name in args.paths if not is_pattern(name)])
+        paths.refuse_replacing_cwd(literal)
     with _cache_trouble(args.strict, f"restored nothing for {key}"):
         store = _scoped(args, job, env)
         with store.store.lock(exclusive=False):
