@@ -9,7 +9,8 @@ azurite (npm, ./dev setup) on this machine's disk; jenkins saves into the worksp
 folder a build archives, and restores from the loopback Jenkins of the tests, which
 serves that folder as the job's last successful build through the remote access API.
 
-    python -m bench backends        (BENCH_BACKENDS_MB=100 for a quicker run)
+    python -m bench backends        (BENCH_BACKENDS_MB=100 for a quicker run;
+                                     BENCH_BACKENDS=local,s3,gha-v2 for some of them)
 
 Each backend also shows what a save under an unrelated key uploads after about 2 %
 of the folder changed (no --restore-key: the key a workflow spells with hashFiles),
@@ -119,6 +120,8 @@ def oci_store(scratch: Path) -> Iterator[Fresh]:
 @contextlib.contextmanager
 def gha_v1_store(scratch: Path) -> Iterator[Fresh]:
     """act's cache server, a job's own; each run a fresh job, so a fresh cache."""
+    # gha_backends is imported by the store tests' conftest, and needs it loaded first.
+    import tests.store.conftest  # noqa: F401
     from tests.store.gha_backends import running_act_cache_service
 
     with contextlib.ExitStack() as services:
@@ -233,6 +236,16 @@ def change_two_percent(folder: Path) -> None:
             budget -= size
 
 
+def chosen_backends() -> list[str]:
+    """Every backend, or those $BENCH_BACKENDS names; local always, as the reference."""
+    named = [name for name in os.environ.get("BENCH_BACKENDS", "").split(",") if name]
+    unknown = sorted(set(named) - BACKENDS.keys())
+    if unknown:
+        raise SystemExit(f"bench: unknown backend {unknown[0]!r}; known: {', '.join(BACKENDS)}")
+    others = [name for name in BACKENDS if name != "local"]
+    return ["local", *(name for name in others if not named or name in named)]
+
+
 def run() -> list[Row]:
     total_mb = int(os.environ.get("BENCH_BACKENDS_MB", "500"))
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as scratch:
@@ -240,8 +253,8 @@ def run() -> list[Row]:
         files = make_folder(base / "job1" / "data", total_mb)
         mib = sum(path.stat().st_size for path in files) / 1024 / 1024
         results = {}
-        for name, backend in BACKENDS.items():
-            with backend(base) as fresh:
+        for name in chosen_backends():
+            with BACKENDS[name](base) as fresh:
                 results[name] = measure(fresh, base)
     local_save, local_restore, _ = results["local"]
     rows = []

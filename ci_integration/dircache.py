@@ -12,7 +12,7 @@ from pathlib import Path
 from ci_integration.archive.extract import extract
 from ci_integration.archive.pack import Packer, known_pieces, pack_fetcher
 from ci_integration.archive.tree import FILE, SYMLINK, Tree
-from ci_integration.archive.walk import measure, scan
+from ci_integration.archive.walk import scan
 from ci_integration.errors import CorruptDataError
 from ci_integration.report import Progress
 from ci_integration.store.manifest import BlobRef, Manifest
@@ -78,9 +78,10 @@ def save(
         return SaveResult(key, store.write_scope, saved=False)
     earlier = reusable_pieces(store, _references(store, key, paths, reference_prefixes,
                                                  references))  # fmt: skip
-    progress = Progress(f"saving {key}", total=measure(list(roots)))
+    # The total is known once the walk has found every file, while reading goes on.
+    progress = Progress(f"saving {key}")
     with Packer(store, known_pieces(tree for _, tree in earlier)) as packer:
-        records = scan(list(roots), packer, progress.advance)
+        records = scan(list(roots), packer, progress.advance, progress.set_total)
         packer.finish()
     progress.close()
     result = SaveResult(key, store.write_scope, saved=False, seconds=time.monotonic() - started)

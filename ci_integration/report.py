@@ -223,6 +223,10 @@ class Progress:
     def seconds(self) -> float:
         return self.clock() - self.started
 
+    def set_total(self, total: int) -> None:
+        """The total, once it is known (a save learns it as it goes)."""
+        self.total = total
+
     def advance(self, count: int) -> None:
         with self._lock:
             self.done += count

@@ -13,30 +13,23 @@ that is a symlink is followed: the folder it leads to is restored.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import glob
 import logging
 import os
 import shutil
 import stat
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from ci_integration.archive.tree import DIRECTORY, FILE, SYMLINK, Record, Tree
+from ci_integration.archive.write import MODE_MASK, write_files
 from ci_integration.errors import CacheError
 from ci_integration.process import pid_alive
 
 log = logging.getLogger(__name__)
 
-# Restored files get their saved permissions, but never setuid or setgid.
-MODE_MASK = 0o1777
-# The temp folder is new and holds no symlink until every file is written; NOFOLLOW
-# is a second guard all the same.
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-_CREATE_FLAGS = _WRITE_FLAGS | os.O_EXCL
 _EXAMPLES = 3
 
 
@@ -63,34 +56,34 @@ def extract(
     """
     targets = [_followed(target) for target in targets]
     _check_disk_space(tree, targets)
-    temps: list[Path | None] = [None] * len(targets)
+    by_root: list[list[Record]] = [[] for _ in targets]
+    for record in tree.records:
+        by_root[record.root].append(record)
+    temps = [_temp_name(target, "new") for target in targets]
+    not_moved_in = set(range(len(targets)))
     removed: list[Removed] = []
     try:
-        for index, target in enumerate(targets):
+        for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             _remove_leftovers(target)
-            temps[index] = _temp_name(target, "new")
-        by_root = [[r for r in tree.records if r.root == i] for i in range(len(targets))]
-        for index, records in enumerate(by_root):
-            _create_folders(temps[index], records)
-        _write_files(tree, temps, fetch_pack, on_bytes, workers)
-        for index, records in enumerate(by_root):
-            _finish_root(temps[index], records)
-        for index, target in enumerate(targets):
-            temp, records = temps[index], by_root[index]
-            if not records or temp is None:
+        for temp, records in zip(temps, by_root, strict=True):
+            _create_folders(temp, records)
+        write_files(tree, temps, fetch_pack, on_bytes, workers)
+        for temp, records in zip(temps, by_root, strict=True):
+            _finish_root(temp, records)
+        for index, (target, temp, records) in enumerate(zip(targets, temps, by_root, strict=True)):
+            if not records:
                 continue
             if merge and _is_folder(target) and _holds_folder_root(records):
                 count, examples = _merge_in(temp, target, records)
             else:
-                count, examples = _swap_in(temp, target, {r.path for r in records})
-            temps[index] = None
+                count, examples = _swap_in(temp, target, records)
+            not_moved_in.discard(index)
             if count:
                 removed.append(Removed(target, count, examples))
     finally:
-        for temp in temps:
-            if temp is not None:
-                _remove(temp)
+        for index in not_moved_in:
+            _remove(temps[index])
     return removed
 
 
@@ -117,75 +110,22 @@ def _path(temp: Path, record: Record) -> Path:
     return temp / record.path if record.path else temp
 
 
-def _create_folders(temp: Path | None, records: list[Record]) -> None:
+def _create_folders(temp: Path, records: list[Record]) -> None:
     for record in records:
         if record.type == DIRECTORY:
             os.mkdir(_path(temp, record), 0o700)
 
 
-def _write_files(
-    tree: Tree,
-    temps: list[Path | None],
-    fetch_pack: Callable[[int], bytes],
-    on_bytes: Callable[[int], None],
-    workers: int,
-) -> None:
-    # Where each piece goes: (record, offset in its file), grouped by pack.
-    destinations: dict[int, list[tuple[Record, int]]] = defaultdict(list)
-    for record in tree.records:
-        if record.type == FILE:
-            offset = 0
-            for piece in record.pieces:
-                destinations[piece].append((record, offset))
-                offset += tree.pieces[piece].length
-            if not record.pieces:
-                os.close(os.open(_path(temps[record.root], record), _CREATE_FLAGS, 0o600))
-    pieces_of_pack: dict[int, list[int]] = defaultdict(list)
-    for piece in destinations:
-        pieces_of_pack[tree.pieces[piece].pack].append(piece)
-
-    for pack, data in _fetch_all(sorted(pieces_of_pack), fetch_pack, workers):
-        for piece_index in pieces_of_pack[pack]:
-            piece = tree.pieces[piece_index]
-            view = memoryview(data)[piece.offset : piece.offset + piece.length]
-            for record, offset in destinations[piece_index]:
-                path = _path(temps[record.root], record)
-                fd = os.open(path, _WRITE_FLAGS, 0o600)
-                try:
-                    os.pwrite(fd, view, offset)
-                finally:
-                    os.close(fd)
-            on_bytes(piece.length * len(destinations[piece_index]))
-
-
-def _fetch_all(
-    packs: list[int], fetch_pack: Callable[[int], bytes], workers: int
-) -> Iterator[tuple[int, bytes]]:
-    """Packs in order, fetched ahead by worker threads but never more than a few in memory."""
-    with concurrent.futures.ThreadPoolExecutor(workers, "ci-integration-fetch") as pool:
-        window: list[tuple[int, concurrent.futures.Future[bytes]]] = []
-        queue = iter(packs)
-        try:
-            for pack in queue:
-                window.append((pack, pool.submit(fetch_pack, pack)))
-                if len(window) >= workers * 2:
-                    first, future = window.pop(0)
-                    yield first, future.result()
-            for pack, future in window:
-                yield pack, future.result()
-        finally:
-            for _, future in window:
-                future.cancel()
-
-
-def _finish_root(temp: Path | None, records: list[Record]) -> None:
-    """Symlinks, then permissions and times, deepest first so folders close last."""
+def _finish_root(temp: Path, records: list[Record]) -> None:
+    """Symlinks, then the folders' and links' permissions and times, deepest first so
+    that folders close last (files got theirs when they were written)."""
     # Every other path of the tree is a real folder or file created here (the tree
     # has no path below a symlink), so the links change where nothing is written.
-    for record in records:
+    folders_and_links = [record for record in records if record.type != FILE]
+    for record in folders_and_links:
         if record.type == SYMLINK:
             os.symlink(record.target, _path(temp, record))
-    for record in sorted(records, key=_depth, reverse=True):
+    for record in sorted(folders_and_links, key=_depth, reverse=True):
         _set_metadata(_path(temp, record), record)
 
 
@@ -202,8 +142,8 @@ def _depth(record: Record) -> int:
     return record.path.count("/") + bool(record.path)
 
 
-def _swap_in(temp: Path, target: Path, saved: set[str]) -> tuple[int, list[str]]:
-    """Replace ``target`` with ``temp``; count what the target held that ``saved`` lacks."""
+def _swap_in(temp: Path, target: Path, records: list[Record]) -> tuple[int, list[str]]:
+    """Replace ``target`` with ``temp``; count what the target held that ``records`` lack."""
     old = None
     if os.path.lexists(target):
         old = _temp_name(target, "old")
@@ -217,7 +157,7 @@ def _swap_in(temp: Path, target: Path, saved: set[str]) -> tuple[int, list[str]]
     if old is None:
         return 0, []
     try:
-        return _not_saved(old, saved)
+        return _not_saved(old, {record.path for record in records})
     finally:
         _remove(old)
 

@@ -74,9 +74,15 @@ def known_pieces(earlier: Iterable[tuple[Tree, Mapping[str, int]]]) -> dict[str,
 class Packer:
     """Use as a context manager: leaving it stops the workers, also on error.
 
-    File bytes are read straight into the open pack's buffer and hashed there; a
-    pack goes to a worker whole, and its buffer comes back for reuse. A save
-    allocates a handful of buffers, not one object per piece.
+    File bytes are read straight into the open pack's buffer, and a full pack goes to
+    a worker whole: the worker names each piece (its sha256), leaves out the pieces
+    already stored (by an earlier entry, or by this save in another pack), compresses
+    the rest and uploads them, and the buffer comes back for reuse. So the thread
+    that reads, on which a save waits, does nothing else; and a save allocates a
+    handful of buffers, not one object per piece.
+
+    A piece's index is known when it is read; where its bytes live, once ``finish``
+    has returned.
     """
 
     def __init__(self, store: ScopedStore, known: dict[str, KnownPiece], workers: int = 0):
@@ -86,19 +92,25 @@ class Packer:
         self.pieces: list[Piece] = []
         self.packs: list[tuple[str, int]] = []
         self.stored_sizes: dict[str, int] = {}
-        self._piece_index: dict[str, int] = {}
-        self._pack_index: dict[str, int] = {}
+        self._pack_index: dict[str, int] = {}  # earlier packs referenced: digest -> position
         self._alive: dict[str, bool] = {}
+        # Pieces this save stores: id -> (pack position, offset); None while its pack
+        # is being compressed. Workers claim ids under the lock, so each is stored once.
+        self._stored: dict[str, tuple[int, int] | None] = {}
+        self._reused: set[str] = set()  # ids of earlier entries' pieces referenced
+        # (piece index, id, length) of pieces stored elsewhere, placed at finish.
+        self._found_elsewhere: list[tuple[int, str, int]] = []
+        self._lock = threading.Lock()
         workers = workers or os.cpu_count() or 1
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "ci-integration-pack")
         # Packs handed to workers and not yet done; each holds one buffer.
         self._slots = threading.BoundedSemaphore(workers * 2)
         self._free_buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._pending: list[tuple[int, concurrent.futures.Future[tuple[str, int, bool]]]] = []
+        self._pending: list[concurrent.futures.Future[None]] = []
         self._local = threading.local()
         self._buffer = bytearray(PACK_TARGET)
         self._used = 0
-        self._open_pack: int | None = None
+        self._open: list[tuple[int, int, int]] = []  # (piece index, offset, length) in the buffer
 
     def __enter__(self) -> Packer:
         return self
@@ -113,34 +125,19 @@ class Packer:
         ``readinto`` (a file's or a stream's) with the buffer to fill.
 
         Returns (piece index, bytes read), or None at the end of the file. The
-        piece is stored now, or referenced where this save or an earlier entry
-        already holds the same bytes.
+        piece is stored, or referenced where this save or an earlier entry already
+        holds the same bytes.
         """
         if self._used and self._used + length > PACK_TARGET:
             self._flush()
-        view = memoryview(self._buffer)[self._used : self._used + length]
-        count = readinto(view)
+        count = readinto(memoryview(self._buffer)[self._used : self._used + length])
         if not count:
             return None
-        data = view[:count]
-        piece_id = hashlib.sha256(data).hexdigest()
-        index = self._piece_index.get(piece_id)
-        if index is not None:
-            return index, count
-        known = self.known.get(piece_id)
-        if known is not None and self._still_stored(known.pack_digest):
-            piece = self._reference(piece_id, known)
-            self.stats.reused_bytes += count
-        else:
-            if self._open_pack is None:
-                self._open_pack = len(self.packs)
-                self.packs.append(("", 0))
-            piece = Piece(piece_id, self._open_pack, self._used, count)
-            self._used += count
-            self.stats.new_bytes += count
-        self._piece_index[piece_id] = len(self.pieces)
-        self.pieces.append(piece)
-        return len(self.pieces) - 1, count
+        index = len(self.pieces)
+        self.pieces.append(_UNPLACED)
+        self._open.append((index, self._used, count))
+        self._used += count
+        return index, count
 
     def referenced_packs(self) -> set[str]:
         """The packs of earlier entries this save references."""
@@ -151,16 +148,91 @@ class Packer:
         return self.packs[self.pieces[piece_index].pack][0] not in self._pack_index
 
     def finish(self) -> None:
-        """Upload what is left and wait for every pack; raises what a worker raised."""
-        if self._used:
+        """Upload what is left, wait for every pack, and place every piece; raises
+        what a worker raised."""
+        if self._open:
             self._flush()
-        for position, future in self._pending:
-            digest, compressed_size, uploaded = future.result()
-            self.packs[position] = (digest, self.packs[position][1])
-            self.stored_sizes[digest] = compressed_size
+        for future in self._pending:
+            future.result()
+        for index, piece_id, length in self._found_elsewhere:
+            place = self._stored.get(piece_id)
+            if place is not None:
+                self.pieces[index] = Piece(piece_id, *place, length)
+            else:
+                self.pieces[index] = self._reference(piece_id, self.known[piece_id])
+
+    def _flush(self) -> None:
+        self._slots.acquire()
+        future = self._pool.submit(self._pack_and_upload, self._buffer, self._used, self._open)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._pending.append(future)
+        try:
+            self._buffer = self._free_buffers.get_nowait()
+        except queue.Empty:
+            self._buffer = bytearray(PACK_TARGET)
+        self._used, self._open = 0, []
+
+    def _pack_and_upload(
+        self, buffer: bytearray, size: int, pieces: list[tuple[int, int, int]]
+    ) -> None:
+        try:
+            view = memoryview(buffer)
+            named = [
+                (index, hashlib.sha256(view[offset : offset + length]).hexdigest(), offset, length)
+                for index, offset, length in pieces
+            ]
+            kept = self._claim_new(named)
+            if not kept:
+                return
+            if len(kept) == len(named):  # the whole buffer, as it is
+                blob = self._compress([view[:size]])
+            else:
+                blob = self._compress([view[offset : offset + n] for *_, offset, n in kept])
+        finally:
+            self._free_buffers.put(buffer)
+        digest, uploaded = self.store.upload(blob)
+        with self._lock:
+            position = len(self.packs)
+            self.packs.append((digest, sum(length for *_, length in kept)))
+            self.stored_sizes[digest] = len(blob)
+            offset = 0
+            for index, piece_id, _, length in kept:
+                self._stored[piece_id] = (position, offset)
+                self.pieces[index] = Piece(piece_id, position, offset, length)
+                offset += length
             if uploaded:
                 self.stats.uploaded_blobs += 1
-                self.stats.uploaded_bytes += compressed_size
+                self.stats.uploaded_bytes += len(blob)
+
+    def _claim_new(self, named: list[tuple[int, str, int, int]]) -> list[tuple[int, str, int, int]]:
+        """The pieces this pack stores: those no earlier entry holds and that no other
+        pack of this save claimed first. The others are placed at ``finish``."""
+        kept = []
+        for item in named:
+            index, piece_id, _, length = item
+            known = self.known.get(piece_id)
+            reused = known is not None and self._still_stored(known.pack_digest)
+            with self._lock:
+                if not reused and piece_id not in self._stored:
+                    self._stored[piece_id] = None
+                    self.stats.new_bytes += length
+                    kept.append(item)
+                    continue
+                if reused and piece_id not in self._reused:
+                    self._reused.add(piece_id)
+                    self.stats.reused_bytes += length
+                self._found_elsewhere.append((index, piece_id, length))
+        return kept
+
+    def _compress(self, parts: list[memoryview]) -> bytes:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = zstandard.ZstdCompressor(COMPRESSION_LEVEL)
+        # One frame that records its content size, so a reader can bound it.
+        if len(parts) == 1:
+            return compressor.compress(parts[0])
+        stream = compressor.compressobj(size=sum(len(part) for part in parts))
+        return b"".join([*map(stream.compress, parts), stream.flush()])
 
     def _still_stored(self, pack_digest: str) -> bool:
         """Whether an earlier entry's pack is still there (asked once a pack), which
@@ -179,31 +251,9 @@ class Packer:
             self.stored_sizes[known.pack_digest] = known.stored_size
         return Piece(piece_id, pack, known.offset, known.length)
 
-    def _flush(self) -> None:
-        assert self._open_pack is not None
-        position, buffer, size = self._open_pack, self._buffer, self._used
-        self.packs[position] = ("", size)
-        self._slots.acquire()
-        future = self._pool.submit(self._compress_and_upload, buffer, size)
-        future.add_done_callback(lambda _: self._slots.release())
-        self._pending.append((position, future))
-        try:
-            self._buffer = self._free_buffers.get_nowait()
-        except queue.Empty:
-            self._buffer = bytearray(PACK_TARGET)
-        self._used, self._open_pack = 0, None
 
-    def _compress_and_upload(self, buffer: bytearray, size: int) -> tuple[str, int, bool]:
-        compressor = getattr(self._local, "compressor", None)
-        if compressor is None:
-            compressor = self._local.compressor = zstandard.ZstdCompressor(COMPRESSION_LEVEL)
-        try:
-            # One frame that records its content size, so a reader can bound it.
-            blob = compressor.compress(memoryview(buffer)[:size])
-        finally:
-            self._free_buffers.put(buffer)
-        digest, uploaded = self.store.upload(blob)
-        return digest, len(blob), uploaded
+# A piece read whose place is not known yet (its pack is with a worker).
+_UNPLACED = Piece("", -1, -1, 0)
 
 
 def pack_fetcher(store: ScopedStore, tree: Tree) -> Callable[[int], bytes]:

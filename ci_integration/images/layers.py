@@ -208,6 +208,9 @@ def load_images(
             loaded.append(stored)
         images += [relabelled(by_position[at], labels, [tag]) for at, labels, tag in copies]
         if images:
+            for layer in needed:  # the order the archive reads them in
+                record, reader = sources[layer]
+                reader.expect([record])
             files = [(layer, sources[layer][0].size, _reading(sources[layer])) for layer in needed]
             write = oci_layout if engine.image_store == "containerd" else docker_archive
             engine.load(write(images, files))

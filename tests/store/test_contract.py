@@ -237,17 +237,17 @@ def test_eight_concurrent_writers_leave_one_valid_entry(backend, tmp_path):
 def test_an_interrupted_save_leaves_no_entry_and_the_next_save_works(backend, store, tmp_path,
                                                                      monkeypatch):  # fmt: skip
     source = fill(tmp_path / "source", files=6, size=8_000_000)  # three packs or more
-    upload = pack.Packer._compress_and_upload
+    upload = pack.Packer._pack_and_upload
     done, lock = [0], threading.Lock()
 
-    def upload_then_fail(self, buffer, size):
+    def upload_then_fail(self, buffer, size, pieces):
         with lock:
             done[0] += 1
             if done[0] > 1:
                 raise RuntimeError("killed mid-save")
-        return upload(self, buffer, size)
+        return upload(self, buffer, size, pieces)
 
-    monkeypatch.setattr(pack.Packer, "_compress_and_upload", upload_then_fail)
+    monkeypatch.setattr(pack.Packer, "_pack_and_upload", upload_then_fail)
     with pytest.raises(RuntimeError, match="killed mid-save"):
         save(store, MAIN, "big", source)
     assert store.get_entry("branch-main", "big") is None
@@ -255,7 +255,7 @@ def test_an_interrupted_save_leaves_no_entry_and_the_next_save_works(backend, st
         assert store.list_entries() == []
         assert list(store.list_blobs())  # the first pack was written
 
-    monkeypatch.setattr(pack.Packer, "_compress_and_upload", upload)
+    monkeypatch.setattr(pack.Packer, "_pack_and_upload", upload)
     assert save(store, MAIN, "big", source).saved
     restore(store, MAIN, "big", tmp_path / "restored")
     assert snapshot(tmp_path / "restored") == snapshot(source)

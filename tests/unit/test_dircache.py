@@ -255,6 +255,9 @@ ROOT = [0, "", "d", 0o755, 0, 0, []]
         ([ROOT, [0, "passwd", "h", 0o644, 0, 0, []]], "special file"),
         ([ROOT, [0, "x", "f", 0o644, 0, 6, [0]], [0, "x", "f", 0o644, 0, 6, [0]]], "twice"),
         ([ROOT, [0, "x", "f", 0o644, 0, 600, [0]]], "do not add up"),
+        ([ROOT, [0, "x", "f", 0o644, 0, 6, [1]]], "names a piece that does not exist"),
+        # Python would take -1 as the last piece: refused all the same.
+        ([ROOT, [0, "x", "f", 0o644, 0, 6, [-1]]], "names a piece that does not exist"),
     ],
 )
 def test_hostile_archives_are_refused_and_write_nothing_outside(records, message, store, tmp_path):
@@ -268,6 +271,18 @@ def test_hostile_archives_are_refused_and_write_nothing_outside(records, message
     after = sorted(str(p) for p in tmp_path.rglob("*") if "store" not in p.parts)
     assert after == before
     assert not Path("/tmp/outside.txt").exists()
+
+
+@pytest.mark.parametrize("piece_id", ["A" * 64, "a" * 63, "a" * 65, "../" + "a" * 61])
+def test_a_listing_with_a_malformed_piece_id_is_refused(piece_id, store, tmp_path):
+    from ci_integration.archive.tree import Piece
+
+    tree, packs = hostile_tree([ROOT, [0, "x", "f", 0o644, 0, 6, [0]]])
+    tree.pieces = [Piece(piece_id, 0, 0, 6)]
+    plant(store, tree, packs)
+    with pytest.raises(CorruptDataError, match="invalid piece"):
+        restore(store, MAIN, "evil", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
 
 
 def test_a_pack_that_inflates_beyond_its_size_is_refused(store, tmp_path):
