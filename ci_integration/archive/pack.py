@@ -25,9 +25,6 @@ from ci_integration.store.scoped import ScopedStore
 
 PIECE_SIZE = 4 * 1024 * 1024
 PACK_TARGET = 16 * 1024 * 1024
-# Level 2 stores about the bytes that `zstd -3` over a tar stream stores (each pack
-# is one frame of known size), for a quarter less CPU: bench/cache_directory.py.
-COMPRESSION_LEVEL = 2
 # A pack of an earlier entry whose pieces are mostly gone is not reused: its
 # live pieces are packed anew, so restores do not download dead bytes.
 MIN_REUSED_PACK_USE = 0.5
@@ -227,7 +224,8 @@ class Packer:
     def _compress(self, parts: list[memoryview]) -> bytes:
         compressor = getattr(self._local, "compressor", None)
         if compressor is None:
-            compressor = self._local.compressor = zstandard.ZstdCompressor(COMPRESSION_LEVEL)
+            level = self.store.store.compression_level
+            compressor = self._local.compressor = zstandard.ZstdCompressor(level)
         # One frame that records its content size, so a reader can bound it.
         if len(parts) == 1:
             return compressor.compress(parts[0])

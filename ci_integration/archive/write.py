@@ -101,10 +101,12 @@ class _Plan:
 
     def write_whole(self, record: Record, view: memoryview) -> None:
         """A file of one piece (or none): created with its mode, written, timed, closed."""
-        mode = stat.S_IMODE(record.mode) & MODE_MASK
+        mode = record.mode & MODE_MASK
         fd = os.open(self.path(record), _CREATE_FLAGS, mode)
         try:
-            _write_all(fd, view, 0)
+            written = os.write(fd, view)
+            if written < len(view):  # a short write, rare: the rest, in a loop
+                _write_all(fd, view[written:], written)
             # The mode given to open is cut by the umask: set it again only if it was.
             if self._umask is None or mode & (self._umask | ~0o777):
                 os.fchmod(fd, mode)

@@ -48,7 +48,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ci_integration.errors import CorruptDataError
-from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo, digest_of
+from ci_integration.store.base import (
+    REMOTE_COMPRESSION_LEVEL,
+    BlobInfo,
+    BlobNotFound,
+    EntryInfo,
+    digest_of,
+)
 from ci_integration.store.jenkins_client import Build, JenkinsClient
 from ci_integration.store.local import LocalStore
 from ci_integration.store.manifest import Manifest
@@ -61,6 +67,7 @@ DEFAULT_FOLDER = ".ci-integration-cache"
 class JenkinsStore:
     # The folder is a local store: saves and prunes share its flock.
     blob_grace_seconds = 0.0
+    compression_level = REMOTE_COMPRESSION_LEVEL  # the build archives it to the controller
 
     def __init__(
         self,

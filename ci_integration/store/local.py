@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ci_integration.process import pid_alive
-from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo
+from ci_integration.store.base import LOCAL_COMPRESSION_LEVEL, BlobInfo, BlobNotFound, EntryInfo
 
 # A temp file this old belongs to a writer that is gone, wherever it ran.
 STALE_TEMP_SECONDS = 3600
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 class LocalStore:
     # Saves hold the lock shared while prune holds it exclusive: no grace needed.
     blob_grace_seconds = 0.0
+    compression_level = LOCAL_COMPRESSION_LEVEL
 
     def __init__(self, root: Path) -> None:
         self.root = root

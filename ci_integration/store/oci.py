@@ -37,7 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ci_integration.errors import CorruptDataError
-from ci_integration.store.base import DIGEST_PATTERN, BlobInfo, BlobNotFound, EntryInfo, no_lock
+from ci_integration.store.base import (
+    DIGEST_PATTERN,
+    REMOTE_COMPRESSION_LEVEL,
+    BlobInfo,
+    BlobNotFound,
+    EntryInfo,
+    no_lock,
+)
 from ci_integration.store.manifest import Manifest
 from ci_integration.store.registry_client import RegistryClient
 from ci_integration.store.registry_repository import OCI_MANIFEST, Repository
@@ -62,6 +69,7 @@ _NOT_IN_TAGS = re.compile(r"[^A-Za-z0-9_.-]")
 
 class OCIStore:
     blob_grace_seconds = GRACE_SECONDS
+    compression_level = REMOTE_COMPRESSION_LEVEL
 
     def __init__(self, host: str, repository: str, env: Mapping[str, str]) -> None:
         self.host, self.repository = host, repository

@@ -34,7 +34,13 @@ from boto3.s3.transfer import TransferConfig
 from botocore import exceptions as botocore_errors
 
 from ci_integration.store import retry
-from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo, no_lock
+from ci_integration.store.base import (
+    REMOTE_COMPRESSION_LEVEL,
+    BlobInfo,
+    BlobNotFound,
+    EntryInfo,
+    no_lock,
+)
 from ci_integration.store.s3_client import (
     NOT_THERE,
     code,
@@ -59,6 +65,7 @@ _BODY_CUT = (botocore_errors.HTTPClientError, botocore_errors.IncompleteReadErro
 
 class S3Store:
     blob_grace_seconds = GRACE_SECONDS
+    compression_level = REMOTE_COMPRESSION_LEVEL
     multipart_threshold = MULTIPART_THRESHOLD
 
     def __init__(self, bucket: str, prefix: str, env: Mapping[str, str]) -> None:

@@ -234,6 +234,32 @@ def test_eight_concurrent_writers_leave_one_valid_entry(backend, tmp_path):
     assert snapshot(tmp_path / "restored") == snapshot(sources[winner])
 
 
+def test_packs_are_compressed_at_the_stores_level(backend, store, tmp_path):
+    """A folder store on this machine trades bytes for the CPU a save waits on; a store
+    across a network the other way round."""
+    import zstandard
+
+    from ci_integration.store import base
+
+    source = tmp_path / "source"
+    source.mkdir()
+    words = [os.urandom(4).hex() for _ in range(2000)]
+    for index in range(8):
+        (source / f"{index}.txt").write_text(" ".join(words[(index * 7 + i * 13) % 2000]
+                                                      for i in range(200_000)))  # fmt: skip
+    save(store, MAIN, "text", source)
+    manifest = ScopedStore(store, MAIN).read_entry("branch-main", "text", dircache.KIND)
+    packs = [blob for blob in manifest.blobs if blob.digest != manifest.metadata["tree"]]
+    assert packs
+    for blob in packs:
+        stored = store.get_blob(blob.digest)
+        raw = zstandard.ZstdDecompressor().decompress(stored)
+        assert zstandard.ZstdCompressor(store.compression_level).compress(raw) == stored
+    local = backend.url.startswith("file://")
+    expected = base.LOCAL_COMPRESSION_LEVEL if local else base.REMOTE_COMPRESSION_LEVEL
+    assert store.compression_level == expected
+
+
 def test_an_interrupted_save_leaves_no_entry_and_the_next_save_works(backend, store, tmp_path,
                                                                      monkeypatch):  # fmt: skip
     source = fill(tmp_path / "source", files=6, size=8_000_000)  # three packs or more

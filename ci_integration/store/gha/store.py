@@ -47,7 +47,13 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 
 from ci_integration.errors import CorruptDataError
-from ci_integration.store.base import BlobInfo, BlobNotFound, EntryInfo, no_lock
+from ci_integration.store.base import (
+    REMOTE_COMPRESSION_LEVEL,
+    BlobInfo,
+    BlobNotFound,
+    EntryInfo,
+    no_lock,
+)
 from ci_integration.store.gha.bundle import Location, Spool
 from ci_integration.store.gha.rest import CacheRow, CachesApi
 from ci_integration.store.gha.service import Conflict, Found, InMemory, Payload, connect
@@ -81,6 +87,7 @@ def _stamp() -> str:
 
 class GhaStore:
     blob_grace_seconds = 0.0  # a bundle is only written with the entry that names it
+    compression_level = REMOTE_COMPRESSION_LEVEL
 
     def __init__(self, env: Mapping[str, str], *, sleep: Callable[[float], None] | None = None):
         # A missing token fails each request with a warning, not the job: cache
