@@ -9,8 +9,12 @@ azurite (npm, ./dev setup) on this machine's disk; jenkins saves into the worksp
 folder a build archives, and restores from the loopback Jenkins of the tests, which
 serves that folder as the job's last successful build through the remote access API.
 
-    python -m bench backends        (BENCH_BACKENDS_MB=100 for a quicker run;
-                                     BENCH_BACKENDS=local,s3,gha-v2 for some of them)
+    python -m bench backends        (BENCH_BACKENDS_MB=100 BENCH_RUNS=3 for a quicker
+                                     run; BENCH_BACKENDS=local,s3,gha-v2 for some of them)
+
+As ``bench cache`` does, each save and restore runs with the page cache dropped (where
+the bench may), each restore writes a new folder, and each figure is the median of
+5 runs with the spread beside it.
 
 Each backend also shows what a save under an unrelated key uploads after about 2 %
 of the folder changed (no --restore-key: the key a workflow spells with hashFiles),
@@ -27,19 +31,17 @@ import json
 import logging
 import os
 import shutil
-import subprocess
+import statistics
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench.cache_directory import make_folder
+from bench.cache_directory import Timer, make_folder, spread
 from bench.table import Row
 
 SECTION = "backends"
-RUNS = 3
 JOB_ENV = {"CI_INTEGRATION_PROVIDER": "local", "CI_INTEGRATION_BRANCH": "main"}
 # Dummy credentials: moto accepts any.
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
@@ -188,38 +190,41 @@ BACKENDS = {"local": local_store, "s3": s3_store, "oci": oci_store, "gha-v1": gh
             "gha-v2": gha_v2_store, "jenkins": jenkins_store}  # fmt: skip
 
 
-def timed_cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    """Seconds the command took, and what it printed."""
-    os.sync()  # the run before must not flush its dirty pages on this run's time
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "ci_integration", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return time.perf_counter() - started, done.stdout
+@dataclasses.dataclass
+class Measured:
+    # "save" and "restore": the seconds of each run
+    seconds: dict[str, list[float]] = dataclasses.field(
+        default_factory=lambda: {"save": [], "restore": []}
+    )
+    upload_share: float = 0.0
 
 
-def measure(fresh: Fresh, base: Path) -> tuple[float, float, float]:
-    """Best save and best restore seconds over RUNS, each save into an empty store;
-    and the share of the first save's upload that a save under another key uploads
-    once about 2 % of the folder changed."""
-    saves, restores = [], []
-    for _ in range(RUNS):
+def measure(fresh: Fresh, base: Path, timer: Timer, runs: int) -> Measured:
+    """Save and restore seconds over ``runs``, each save into an empty store and each
+    restore into a new folder; and the share of the first save's upload that a save
+    under another key uploads once about 2 % of the folder changed."""
+    cli = [sys.executable, "-m", "ci_integration"]
+    measured = Measured()
+    for _ in range(runs):
         target = fresh()
         store = ["--key", "bench", "--store", target.url, "--strict"]
-        seconds, printed = timed_cli(["cache", "save", "data", *store, "--json"], base / "job1",
-                                     {**os.environ, **target.save_env})  # fmt: skip
-        saves.append(seconds)
+        seconds, printed = timer.run("save", [*cli, "cache", "save", "data", *store, "--json"],
+                                     base / "job1", {**os.environ, **target.save_env})  # fmt: skip
+        measured.seconds["save"].append(seconds)
         first = json.loads(printed)["uploaded_bytes"]
-        job2 = base / "job2"
-        shutil.rmtree(job2, ignore_errors=True)
-        job2.mkdir()
-        restores.append(timed_cli(["cache", "restore", "data", *store, "--fail-on-miss"], job2,
-                                  {**os.environ, **target.restore_env})[0])  # fmt: skip
+        # A new folder each time, left until the end: deleting a restored folder
+        # just before the next restore slows that one on some file systems.
+        job2 = Path(tempfile.mkdtemp(prefix="job2-", dir=base))
+        argv = [*cli, "cache", "restore", "data", *store, "--fail-on-miss"]
+        seconds = timer.run("restore", argv, job2, {**os.environ, **target.restore_env})[0]
+        measured.seconds["restore"].append(seconds)
     # The next job: what it restored changed a little, saved under the key of its lock file.
     change_two_percent(job2 / "data")
-    store = ["--key", "lock-3f9a", "--store", target.url, "--strict", "--json"]
-    printed = timed_cli(["cache", "save", "data", *store], job2,
-                        {**os.environ, **target.restore_env})[1]  # fmt: skip
-    return min(saves), min(restores), json.loads(printed)["uploaded_bytes"] / first
+    argv = [*cli, "cache", "save", "data", "--key", "lock-3f9a", "--store", target.url,
+            "--strict", "--json"]  # fmt: skip
+    printed = timer.run("save again", argv, job2, {**os.environ, **target.restore_env})[1]
+    measured.upload_share = json.loads(printed)["uploaded_bytes"] / first
+    return measured
 
 
 def change_two_percent(folder: Path) -> None:
@@ -248,6 +253,11 @@ def chosen_backends() -> list[str]:
 
 def run() -> list[Row]:
     total_mb = int(os.environ.get("BENCH_BACKENDS_MB", "500"))
+    runs = int(os.environ.get("BENCH_RUNS", "5"))
+    timer = Timer()
+    if not timer.cold:
+        print("bench: cannot drop the page cache (not root): runs read from memory",
+              file=sys.stderr)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as scratch:
         base = Path(scratch)
         files = make_folder(base / "job1" / "data", total_mb)
@@ -255,15 +265,17 @@ def run() -> list[Row]:
         results = {}
         for name in chosen_backends():
             with BACKENDS[name](base) as fresh:
-                results[name] = measure(fresh, base)
-    local_save, local_restore, _ = results["local"]
+                results[name] = measure(fresh, base, timer, runs)
     rows = []
-    for name, (save_s, restore_s, share) in results.items():
-        rows.append(Row(SECTION, f"{name}: save {mib:.0f} MiB, {len(files)} files (MiB/s)",
-                        mib / save_s, mib / local_save))  # fmt: skip
-        rows.append(Row(SECTION, f"{name}: restore (MiB/s)", mib / restore_s,
-                        mib / local_restore))  # fmt: skip
+    for what in ("save", "restore"):
+        local = statistics.median(mib / seconds for seconds in results["local"].seconds[what])
+        for name, measured in results.items():
+            rates = [mib / seconds for seconds in measured.seconds[what]]
+            rows.append(Row(SECTION, f"{name}: {what} {mib:.0f} MiB, {len(files)} files"
+                            f" (MiB/s, median of {runs}, spread {spread(rates)})",
+                            statistics.median(rates), local))  # fmt: skip
+    for name, measured in results.items():
         whole = name == "jenkins"  # each build's archive holds every blob it needs
         rows.append(Row(SECTION, f"{name}: 2 % changed, new key: uploaded (% of first)",
-                        100 * share, target=None if whole else "<= 5"))  # fmt: skip
+                        100 * measured.upload_share, target=None if whole else "<= 5"))  # fmt: skip
     return rows
