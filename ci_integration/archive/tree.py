@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import itertools
 import json
+import operator
 import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -114,12 +116,67 @@ class Tree:
         return tree
 
     def validate(self) -> None:
-        """Refuse a listing that is inconsistent or could write outside its target."""
+        """Refuse a listing that is inconsistent or could write outside its target.
+
+        Checked in bulk first, over whole columns (a 100,000-file listing in a
+        fraction of the time a record at a time takes); only a listing that fails is
+        walked record by record, to name what is wrong with it."""
+        if not self._valid_in_bulk():
+            self._find_fault()
+            raise CorruptDataError("directory listing is inconsistent")
+
+    def _valid_in_bulk(self) -> bool:
+        pack_sizes = [size for _, size in self.packs]
+        if not all(DIGEST_PATTERN.fullmatch(digest) for digest, _ in self.packs):
+            return False
+        if pack_sizes and min(pack_sizes) < 0:
+            return False
+        lengths: tuple[int, ...] = ()
+        if self.pieces:
+            ids, packs, offsets, lengths = zip(*self.pieces, strict=True)
+            if set(map(len, ids)) != {64} or not _HEX.fullmatch("".join(ids)):
+                return False
+            if min(packs) < 0 or max(packs) >= len(self.packs):
+                return False
+            if min(offsets) < 0 or min(lengths) < 0:
+                return False
+            ends = map(operator.add, offsets, lengths)
+            if any(map(operator.gt, ends, map(pack_sizes.__getitem__, packs))):
+                return False
+        records = self.records
+        if not {record.root for record in records} <= set(range(len(self.roots))):
+            return False
+        if not {record.type for record in records} <= {DIRECTORY, FILE, SYMLINK}:
+            return False
+        paths = [record.path for record in records]
+        if not _all_safe_relative_paths(paths):
+            return False
+        files = [record for record in records if record.type == FILE]
+        indices = list(itertools.chain.from_iterable(record.pieces for record in files))
+        if indices and (min(indices) < 0 or max(indices) >= len(self.pieces)):
+            return False
+        sizes = [sum(map(lengths.__getitem__, record.pieces)) for record in files]
+        if sizes != [record.size for record in files]:
+            return False
+        targets = [record.target for record in records if record.type == SYMLINK]
+        if not all(targets) or any("\0" in target for target in targets):
+            return False
+        kinds = {(record.root, record.path): record.type for record in records}
+        if len(kinds) != len(records):
+            return False
+        parents = {
+            kinds.get((record.root, record.path.rpartition("/")[0]))
+            for record in records
+            if record.path
+        }
+        return parents <= {DIRECTORY}
+
+    def _find_fault(self) -> None:
+        """Raise the error that names the first thing wrong with this listing."""
         for digest, size in self.packs:
             if not DIGEST_PATTERN.fullmatch(digest) or size < 0:
                 raise CorruptDataError(f"listing names an invalid pack {digest[:80]!r}")
         ids = [piece.id for piece in self.pieces]
-        # Every id 64 hex digits: one match over them all, a hundred thousand at once.
         if any(len(id_) != 64 for id_ in ids) or not _HEX.fullmatch("".join(ids)):
             raise CorruptDataError("listing has an invalid piece")
         for piece in self.pieces:
@@ -167,6 +224,22 @@ def is_safe_relative_path(path: str) -> bool:
 
 
 _UNSAFE_PARTS = frozenset(("", ".", ".."))
+
+
+def _all_safe_relative_paths(paths: list[str]) -> bool:
+    """``is_safe_relative_path`` for every one of ``paths``, by substring searches over
+    them all joined by NULs (which no safe path holds)."""
+    joined = "\0".join(paths)
+    if joined.count("\0") != max(len(paths) - 1, 0):
+        return False
+    # An empty part: a path that starts or ends with "/", or holds "//".
+    if joined.startswith("/") or joined.endswith("/"):
+        return False
+    if any(part in joined for part in ("//", "\0/", "/\0")):
+        return False
+    # A part "." or "..": with every "/" a NUL too, such a part sits between NULs.
+    parts = "\0" + joined.replace("/", "\0") + "\0"
+    return "\0.\0" not in parts and "\0..\0" not in parts
 
 
 @contextlib.contextmanager

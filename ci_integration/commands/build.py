@@ -140,7 +140,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         if args.registry:
             images = RegistryCache(engine, args.registry, job.scope_chain)
         else:
-            store = open_job_store(args.store, env, job.scope_chain)
+            store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
             if store.read_only and not options.read_only:
                 log.info("saving nothing: this job is read-only (%s)", store.why)
                 options = dataclasses.replace(options, read_only=True)

@@ -280,7 +280,7 @@ def _render_keys(args: argparse.Namespace, job: context.CIContext) -> tuple[str,
 def _scoped(
     args: argparse.Namespace, job: context.CIContext, env: Mapping[str, str]
 ) -> ScopedStore:
-    return open_job_store(args.store, env, job.scope_chain)
+    return open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
 
 
 @contextlib.contextmanager

@@ -47,11 +47,11 @@ def entry_key(ref: str, key: str | None) -> str:
 
 def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     job = context.detect(env, Path.cwd())
-    if job.read_only or args.read_only:
-        log.info("not saving %s: this job is read-only", ", ".join(args.images))
+    if args.read_only:
+        log.info("not saving %s: this job is read-only (--read-only)", ", ".join(args.images))
         return 0
     key = _render(args.key, job)
-    store = open_job_store(args.store, env, job.scope_chain)
+    store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
     if store.read_only:
         log.info("not saving %s: this job is read-only (%s)", ", ".join(args.images), store.why)
         return 0
@@ -86,7 +86,7 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     job = context.detect(env, Path.cwd())
     key = _render(args.key, job)
     prefixes = [_render(prefix, job) for prefix in args.restore_keys]
-    store = open_job_store(args.store, env, job.scope_chain)
+    store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
     engine = Engine(env)
     results = []
     try:

@@ -164,9 +164,9 @@ def _ccache_folder(args: argparse.Namespace, env: Mapping[str, str]) -> CcacheFo
     job = context.detect(env, Path.cwd())
     key = keys.render(args.ccache_key, values=keys.placeholder_values(job.branch, job.scope),
                       cwd=Path.cwd())  # fmt: skip
-    store = open_job_store(args.store, env, job.scope_chain)
+    store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
     return CcacheFolder((Path.cwd() / args.ccache).resolve(), key, store, strict=args.strict,
-                        read_only=job.read_only or store.read_only)  # fmt: skip
+                        read_only=store.read_only)  # fmt: skip
 
 
 def container_spec(

@@ -76,6 +76,13 @@ class CIContext:
         So does a job told so (CI_INTEGRATION_READ_ONLY=true)."""
         return self.is_fork or self.read_only_override
 
+    @property
+    def read_only_reason(self) -> str:
+        """Why the job is read-only, for its log lines; "" when it is not."""
+        if self.is_fork:
+            return "a pull request from a fork"
+        return "CI_INTEGRATION_READ_ONLY is set" if self.read_only_override else ""
+
     def as_dict(self) -> dict[str, Any]:
         data = {
             field.name: getattr(self, field.name)

@@ -81,19 +81,26 @@ def _open(url: str | None, env: Mapping[str, str]) -> Store:
 
 
 def open_job_store(
-    url: str | None, env: Mapping[str, str], scope_chain: Sequence[str]
+    url: str | None,
+    env: Mapping[str, str],
+    scope_chain: Sequence[str],
+    read_only_because: str = "",
 ) -> ScopedStore:
-    """The store as a job sees it: its scope chain, and its restores remembered (so a
-    later save of the job references their pieces whatever its key)."""
+    """The store as a job sees it: its scope chain, read-only where the job is (for
+    ``read_only_because``, or by $ACTIONS_CACHE_MODE), and its restores remembered (so
+    a later save of the job references their pieces whatever its key)."""
     store = open_store(url, env)
     journal = Journal(state_dir(env), store.description)
     mode = env.get(CACHE_MODE_ENV, "").strip().lower().replace("_", "-")
     if mode not in ("", "read-write", "read-only", "read", "write-only", "write"):
         raise UsageError(f"{CACHE_MODE_ENV} is {mode[:40]!r}: it may be read-only, write-only "
                          "or read-write")  # fmt: skip
-    read_only = mode in ("read-only", "read")
+    read_only = bool(read_only_because) or mode in ("read-only", "read")
     write_only = mode in ("write-only", "write")
-    why = f"{CACHE_MODE_ENV} is {mode}" if read_only or write_only else ""
+    reasons = [read_only_because] if read_only_because else []
+    if mode in ("read-only", "read", "write-only", "write"):
+        reasons.append(f"{CACHE_MODE_ENV} is {mode}")
+    why = "; ".join(reasons)
     return ScopedStore(store, scope_chain, read_only=read_only, write_only=write_only,
                        why=why, journal=journal)  # fmt: skip
 

@@ -148,8 +148,7 @@ class ScopedStore:
 
     def commit(self, manifest: Manifest) -> None:
         """Write the entry, last: every blob it names is already stored."""
-        if self.read_only:
-            raise CacheError(f"this job may not write to the cache ({self.why or 'read-only'})")
+        self._check_writable()
         if manifest.scope != self.write_scope:
             raise CacheError(f"a job in scope {self.write_scope} cannot write {manifest.scope}")
         self.store.put_entry(manifest.scope, manifest.key, manifest.to_json())
@@ -158,6 +157,7 @@ class ScopedStore:
 
     def upload(self, data: bytes) -> tuple[str, bool]:
         """Store ``data`` unless it is there already; returns (digest, uploaded)."""
+        self._check_writable()
         digest = digest_of(data)
         if self.store.has_blob(digest):
             return digest, False
@@ -172,6 +172,14 @@ class ScopedStore:
         except BlobNotFound:
             raise CorruptDataError(f"blob {digest[:19]} is missing from the store") from None
         if digest_of(data) != digest:
+            if self.read_only:  # left for a job that may write to remove
+                raise CorruptDataError(f"blob {digest[:19]} is corrupt")
             self.store.delete_blob(digest)
             raise CorruptDataError(f"blob {digest[:19]} is corrupt and was removed")
         return data
+
+    def _check_writable(self) -> None:
+        """Every write goes through here: a read-only job (a pull request from a fork:
+        untrusted code) writes nothing, whichever command asks."""
+        if self.read_only:
+            raise CacheError(f"this job may not write to the cache ({self.why or 'read-only'})")

@@ -273,6 +273,25 @@ def test_hostile_archives_are_refused_and_write_nothing_outside(records, message
     assert not Path("/tmp/outside.txt").exists()
 
 
+def test_the_bulk_path_check_agrees_with_the_check_of_one_path():
+    """A listing's paths are checked all at once; every path built from these parts,
+    alone or beside safe ones, gets the same verdict as when checked by itself."""
+    import itertools
+
+    from ci_integration.archive.tree import _all_safe_relative_paths, is_safe_relative_path
+
+    parts = ["a", ".", "..", "", "/", "\0", "b.", "..c"]
+    verdicts = set()
+    for count in range(1, 5):
+        for path in map("".join, itertools.product(parts, repeat=count)):
+            safe = is_safe_relative_path(path)
+            verdicts.add(safe)
+            for neighbour in ("", "x", "x/y"):
+                assert _all_safe_relative_paths([neighbour, path]) is safe, path
+                assert _all_safe_relative_paths([path, neighbour]) is safe, path
+    assert verdicts == {True, False}
+
+
 @pytest.mark.parametrize("piece_id", ["A" * 64, "a" * 63, "a" * 65, "../" + "a" * 61])
 def test_a_listing_with_a_malformed_piece_id_is_refused(piece_id, store, tmp_path):
     from ci_integration.archive.tree import Piece
