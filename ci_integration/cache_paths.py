@@ -13,7 +13,8 @@ import dataclasses
 import fnmatch
 import glob
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ci_integration.errors import CorruptDataError, UsageError
@@ -112,8 +113,7 @@ class CachePaths:
     def _matches(self, pattern: str) -> list[str]:
         tilde = pattern == "~" or pattern.startswith("~/")
         expanded = self.home + pattern[1:] if tilde else pattern
-        found = glob.glob(expanded, root_dir=self.cwd, recursive=True, include_hidden=True)
-        found = [os.path.normpath(name) for name in found]
+        found = [os.path.normpath(name) for name in glob_with_hidden(expanded, str(self.cwd))]
         if tilde:  # kept in the form written, so that another HOME restores it too
             found = ["~" + name[len(self.home) :] for name in found]
         return found
@@ -158,3 +158,60 @@ def _literal_base(pattern: str) -> str:
     first = min((pattern.find(c) for c in _GLOB_CHARACTERS if c in pattern), default=len(pattern))
     head = pattern[:first]
     return head[: head.rfind("/") + 1]
+
+
+def glob_with_hidden(pattern: str, root_dir: str) -> list[str]:
+    """``glob.glob(pattern, root_dir=root_dir, recursive=True, include_hidden=True)``,
+    as actions/cache matches (``*`` and ``**`` take names that start with a dot), also
+    on Python 3.10, whose glob has no ``include_hidden``. Names are as glob gives them,
+    up to ``os.path.normpath``."""
+    if sys.version_info >= (3, 11):
+        return glob.glob(pattern, root_dir=root_dir, recursive=True, include_hidden=True)
+    return walk_pattern(pattern, root_dir)
+
+
+def walk_pattern(pattern: str, root_dir: str) -> list[str]:
+    """The same matches as glob with ``include_hidden``, found part by part."""
+    anchor = "/" if pattern.startswith("/") else ""
+    parts = [part for part in pattern.split("/") if part]
+    found = [anchor]
+    for index, part in enumerate(parts):
+        folders_only = index < len(parts) - 1 or pattern.endswith("/")
+        found = [
+            os.path.join(path, name)
+            for path in found
+            for name in _part_matches(os.path.join(root_dir, path), part, folders_only)
+        ]
+    # The folder itself is never a match (a pattern that starts with ** takes what is in it).
+    existing = (p for p in found if p and os.path.lexists(os.path.join(root_dir, p)))
+    return list(dict.fromkeys(existing))
+
+
+def _part_matches(folder: str, part: str, folders_only: bool) -> Iterator[str]:
+    """Names under ``folder`` that one part of a pattern takes ("" for the folder itself)."""
+    if part == "**":  # the folder itself and everything below it
+        yield ""
+        yield from _below(folder, folders_only)
+    elif not glob.has_magic(part):
+        yield part
+    else:
+        for entry in _entries(folder):
+            if fnmatch.fnmatchcase(entry.name, part) and (not folders_only or entry.is_dir()):
+                yield entry.name
+
+
+def _below(folder: str, folders_only: bool) -> Iterator[str]:
+    for entry in _entries(folder):
+        is_folder = entry.is_dir()
+        if is_folder or not folders_only:
+            yield entry.name
+        if is_folder:
+            yield from (os.path.join(entry.name, name) for name in _below(entry.path, folders_only))
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder or ".") as entries:
+            return list(entries)
+    except OSError:
+        return []

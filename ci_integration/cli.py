@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ci_integration import __version__, report
 from ci_integration.errors import CIIntegrationError, Interrupted, UsageError, found_behind
@@ -95,14 +96,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             signal.signal(signum, handler)
 
 
-def _raise_on_termination() -> dict[int, object]:
+def _raise_on_termination() -> dict[signal.Signals, Any]:
     """SIGTERM and SIGHUP unwind like Ctrl-C does, so every ``finally`` runs and no
     temp file or half-written entry is left behind. Returns the handlers replaced."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise Interrupted(signum)
 
-    previous = {}
+    previous: dict[signal.Signals, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGHUP):
         previous[signum] = signal.signal(signum, interrupt)
     return previous

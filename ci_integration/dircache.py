@@ -191,7 +191,7 @@ def restore(
         bytes=tree.raw_size,
         seconds=time.monotonic() - started,
         manifest=manifest,
-        removed_files=sum(entry.count for entry in removed),
+        removed_files=sum(entry.files for entry in removed),
     )
 
 

@@ -37,7 +37,7 @@ class Removed(NamedTuple):
     """What a restore took away from a target: entries that were not in the cache."""
 
     target: Path
-    count: int
+    files: int  # and links
     examples: list[str]  # a few of them, relative to the target
 
 
@@ -166,7 +166,7 @@ def _not_saved(old: Path, saved: set[str]) -> tuple[int, list[str]]:
     """Files and links under ``old`` (a replaced target) that the cache did not hold."""
     if not _is_folder(old):
         return 0, []
-    count, examples = 0, []
+    count, examples = 0, list[str]()
     for folder, dirs, files in os.walk(old):
         relative = os.path.relpath(folder, old)
         prefix = "" if relative == "." else relative + "/"
@@ -187,7 +187,7 @@ def _merge_in(temp: Path, target: Path, records: list[Record]) -> tuple[int, lis
     """
     moved: set[str] = set()
     kept_folders: list[Record] = []
-    count, examples = 0, []
+    count, examples = 0, list[str]()
     for record in sorted(records, key=_depth):
         if not record.path:
             kept_folders.append(record)

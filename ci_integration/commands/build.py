@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         def toolchain() -> Toolchain:
             facts = probe.result()
             builder = pick_builder(args.builder, facts, env, engine)
-            cache = images
+            cache: CacheBackend = images
             if isinstance(images, StoreCache) and facts.mechanism(builder.name) == BUILDKIT_CACHE:
                 cache = BuildKitCache(images)
             log.info("engine: %s", facts.describe())
@@ -242,7 +242,7 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
     if env.get("GITHUB_STEP_SUMMARY"):
         summary = f"### ci-integration build `{result.image}` ({result.builder})\n\n"
         if result.engine:
-            summary += f"{EngineFacts(**result.engine).describe()}; cache through"
+            summary += f"{EngineFacts(**result.engine).describe()}; cache through"  # type: ignore[arg-type]
             summary += f" {result.cache_mechanism}\n\n"
         if result.whole:
             summary += "Unchanged inputs: the image came whole from the cache, no stage built.\n\n"

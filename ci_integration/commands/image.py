@@ -85,7 +85,7 @@ def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     job = context.detect(env, Path.cwd())
     key = _render(args.key, job)
-    prefixes = [_render(prefix, job) for prefix in args.restore_keys]
+    prefixes = [_render_text(prefix, job) for prefix in args.restore_keys]
     store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
     engine = Engine(env)
     results = []
@@ -136,7 +136,9 @@ def _find(store: ScopedStore, ref: str, key: str | None, prefixes: list[str]) ->
 
 
 def _render(template: str | None, job: context.CIContext) -> str | None:
-    if template is None:
-        return None
+    return None if template is None else _render_text(template, job)
+
+
+def _render_text(template: str, job: context.CIContext) -> str:
     values = keys.placeholder_values(job.branch, job.scope)
     return keys.render(template, values=values, cwd=Path.cwd())

@@ -80,7 +80,7 @@ def run(
 @contextlib.contextmanager
 def _started(
     api: docker.APIClient, spec: ContainerSpec, arguments: dict, stops: StopRequests
-) -> Iterator[tuple[Iterator, requests.Response]]:
+) -> Iterator[tuple[engine_api.OutputStream, requests.Response]]:
     """Create, attach, register the wait, start: any failure on the way (or a stop
     signal before the start) kills and removes the container before it goes on."""
     output = waiting = None
@@ -129,7 +129,11 @@ class _Watch:
     then makes ``done`` readable, so the main thread can select on it and on signals."""
 
     def __init__(
-        self, output: Iterator, waiting: requests.Response, stdout: BinaryIO, stderr: BinaryIO
+        self,
+        output: engine_api.OutputStream,
+        waiting: requests.Response,
+        stdout: BinaryIO,
+        stderr: BinaryIO,
     ) -> None:
         self._output = output
         self._waiting = waiting
@@ -168,7 +172,7 @@ class _Watch:
     def close(self) -> None:
         for closable in (self._output, self._waiting):
             with contextlib.suppress(Exception):
-                closable.close()  # type: ignore[attr-defined]
+                closable.close()
         # A waiter still running would write to the pipe; its fd number must not be reused.
         self._waiter.join(OUTPUT_DRAIN_TIMEOUT)
         if not self._waiter.is_alive():

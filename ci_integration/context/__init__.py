@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from ci_integration.context import github, jenkins, local
 from ci_integration.context.model import CIContext, Provider, parse_int, parse_switch
@@ -67,7 +68,7 @@ def _fill_from_git(context: CIContext, from_git: CIContext) -> CIContext:
 
 
 def apply_overrides(context: CIContext, env: Mapping[str, str]) -> CIContext:
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for field in dataclasses.fields(CIContext):
         if field.name == "provider":
             continue

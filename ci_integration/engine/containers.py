@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -31,7 +31,15 @@ def create(api: docker.APIClient, name: str, arguments: dict[str, Any]) -> str:
         return api.create_container(name=name, **arguments)["Id"]
 
 
-def attach_output(api: docker.APIClient, name: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+class OutputStream(Protocol):
+    """A container's (stdout, stderr) chunks, and a way to stop reading them."""
+
+    def __iter__(self) -> Iterator[tuple[bytes | None, bytes | None]]: ...
+
+    def close(self) -> None: ...
+
+
+def attach_output(api: docker.APIClient, name: str) -> OutputStream:
     """The container's (stdout, stderr) chunks as they come; attached before the start,
     so no output is lost however fast the command is."""
     with engine_errors(f"attaching to {name}"):

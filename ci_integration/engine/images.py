@@ -160,7 +160,7 @@ class _ChunkStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         while not self._left:
             try:
                 self._left = memoryview(next(self._chunks))

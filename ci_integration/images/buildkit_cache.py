@@ -199,7 +199,7 @@ def _layers(layout: Path) -> set[str]:
     """The digests of the layers an export's cache manifests name."""
     try:
         index = json.loads((layout / "index.json").read_bytes())
-        found = set()
+        found: set[str] = set()
         for descriptor in index.get("manifests", []):
             digest = str(descriptor["digest"]).removeprefix("sha256:")
             manifest = json.loads((layout / "blobs" / "sha256" / digest).read_bytes())

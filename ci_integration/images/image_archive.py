@@ -29,6 +29,7 @@ import io
 import json
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ci_integration.archive.pack import Packer, fill_from
 from ci_integration.engine.images import stream_reader
@@ -194,7 +195,7 @@ def _naming_config(
 def docker_archive(images: Sequence[Loadable], layers: LayerFiles) -> Iterator[Buffer]:
     """A ``manifest.json`` archive, for the classic store: only ``layers`` (sha256 hex,
     size, bytes) are in it; every other layer must be on the engine already."""
-    manifest = [
+    manifest: list[dict[str, Any]] = [
         {
             "Config": f"{_sha256(image.config)}.json",
             "RepoTags": list(image.tags),
@@ -230,11 +231,11 @@ def oci_layout(images: Sequence[Loadable], layers: LayerFiles) -> Iterator[Buffe
         if path not in written:
             written.add(path)
             yield from _member(path, data)
-    for digest, size, data in layers:
+    for digest, size, stream in layers:
         path = f"blobs/sha256/{digest}"
         if path not in written:
             written.add(path)
-            yield from _streamed_member(path, size, data)
+            yield from _streamed_member(path, size, stream)
     yield _END
 
 

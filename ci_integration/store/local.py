@@ -152,7 +152,7 @@ class LocalStore:
         without when there is none: then nobody can have written since it was mounted."""
         path = self.root / "lock"
         try:
-            handle = open(path, "a+b")  # noqa: SIM115 (closed below)
+            handle: BinaryIO = open(path, "a+b")  # noqa: SIM115 (closed below)
         except OSError:
             if exclusive:
                 raise

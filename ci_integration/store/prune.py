@@ -86,13 +86,13 @@ def prune(
         if not dry_run:
             for info in result.removed_entries:
                 store.delete_entry(info.scope, info.key)
-        for blob in store.list_blobs():
-            if references[blob.digest] > 0 or now - blob.modified < grace:
+        for stored in store.list_blobs():
+            if references[stored.digest] > 0 or now - stored.modified < grace:
                 continue
             result.removed_blobs += 1
-            result.freed_bytes += blob.size
+            result.freed_bytes += stored.size
             if not dry_run:
-                store.delete_blob(blob.digest)
+                store.delete_blob(stored.digest)
         if not dry_run:
             result.temp_files = store.sweep()
     result.kept_entries, result.kept_bytes = len(live), total

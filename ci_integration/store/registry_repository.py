@@ -110,7 +110,8 @@ class Repository:
 
     def tags(self, what: str) -> list[str]:
         """Every tag, page by page as the Link headers lead (a registry may send all in one)."""
-        tags, url = [], f"{self.path}/tags/list?n={self.tags_page_size}"
+        tags: list[str] = []
+        url = f"{self.path}/tags/list?n={self.tags_page_size}"
         for _ in range(MAX_TAG_PAGES):
             found = self.client.request("GET", url, what, expect=(200,))
             if found is None:

@@ -159,7 +159,7 @@ def send(
 def _cause(exc: BaseException) -> str:
     """The innermost reason of a requests failure, by type (its text may quote a URL)."""
     inner: BaseException | None = exc
-    names = []
+    names: list[str] = []
     while inner is not None and len(names) < 4:
         names.append(type(inner).__name__)
         args = getattr(inner, "args", ())

@@ -151,7 +151,7 @@ def translated(what: str, bucket: str, where: str) -> Iterator[None]:
         raise as_os_error(exc, what, bucket, where) from exc
 
 
-def as_os_error(exc: Exception, what: str, bucket: str, where: str) -> OSError:
+def as_os_error(exc: BaseException, what: str, bucket: str, where: str) -> OSError:
     """One line naming the store (``where``), never a credential: botocore's own
     messages may quote what the request carried, so they are left out."""
     cause = exc.__cause__ or exc.__context__

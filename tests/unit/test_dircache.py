@@ -3,6 +3,7 @@ exactly, from the right scope, and nothing bad gets written."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -492,3 +493,27 @@ def test_manifest_json_shape(store, tmp_path):
     assert document["metadata"]["tree"] == document["blobs"][0]["digest"]
     stored = {b.digest: b.size for b in store.list_blobs()}
     assert {b["digest"]: b["size"] for b in document["blobs"]} == stored
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="compares with glob's include_hidden")
+@pytest.mark.parametrize(
+    "pattern",
+    ["*", ".*", "**", "**/*", "**/node_modules", "**/.cache", "src/**", "src/**/*.o",
+     "src/*/*.o", ".venv", ".venv/", "*/", "**/", "src/.hidden/*", "missing/*", "[.s]*",
+     "src/a?.o", "**/deep/**/*.txt", "link/*"],
+)  # fmt: skip
+def test_patterns_match_hidden_names_as_glob_does_on_every_python(pattern, tmp_path):
+    """Python 3.10's glob has no include_hidden: there the matches are found part by
+    part, and they are the ones glob finds where it has it."""
+    from ci_integration.cache_paths import walk_pattern
+
+    for name in ("src/a1.o", "src/.hidden/b.o", "src/sub/c.o", "src/sub/deep/x/y.txt",
+                 ".venv/bin/python", ".cache/pip/wheel", "web/node_modules/m.js",
+                 "web/.cache/c", "top.txt", ".env"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    os.symlink("src", tmp_path / "link")
+    expected = glob.glob(pattern, root_dir=tmp_path, recursive=True, include_hidden=True)
+    found = walk_pattern(pattern, str(tmp_path))
+    assert sorted(map(os.path.normpath, found)) == sorted(map(os.path.normpath, expected))
+    assert expected or pattern == "missing/*"

@@ -102,7 +102,7 @@ def _instruction(logical: str, line: int) -> Instruction:
 
 def _split_flags(text: str) -> tuple[tuple[tuple[str, str], ...], str]:
     """Leading ``--name[=value]`` words, and the rest of the text; ``--`` ends the flags."""
-    flags = []
+    flags: list[tuple[str, str]] = []
     position = 0
     while True:
         while position < len(text) and text[position].isspace():

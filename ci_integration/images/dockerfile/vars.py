@@ -38,7 +38,7 @@ class _Expansion:
         return char
 
     def word(self, stop: str = "") -> str:
-        out = []
+        out: list[str] = []
         while self.position < len(self.text):
             char = self.peek()
             if stop and char == stop:
@@ -71,7 +71,7 @@ class _Expansion:
 
     def double_quoted(self) -> str:
         self.position += 1
-        out = []
+        out: list[str] = []
         while True:
             char = self.peek()
             if not char:

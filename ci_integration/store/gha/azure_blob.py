@@ -9,6 +9,7 @@ transport names the host only).
 from __future__ import annotations
 
 import base64
+import functools
 import xml.sax.saxutils
 from urllib.parse import quote
 
@@ -47,7 +48,7 @@ class AzureBlob:
             self.transport.request("PUT", block_url, f"uploading block {number + 1}", data=part,
                                    headers=headers)  # fmt: skip
 
-        parallel([lambda n=n: put_block(n) for n in range(len(starts))], UPLOAD_WORKERS)
+        parallel([functools.partial(put_block, n) for n in range(len(starts))], UPLOAD_WORKERS)
         listing = "".join(f"<Latest>{xml.sax.saxutils.escape(i)}</Latest>" for i in ids)
         body = f'<?xml version="1.0" encoding="utf-8"?><BlockList>{listing}</BlockList>'
         self.transport.request("PUT", _with(url, "comp=blocklist"), "committing the blocks",

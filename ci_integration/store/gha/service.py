@@ -47,7 +47,8 @@ class Found:
 class Payload(Protocol):
     """Bytes to upload, read a part at a time (a bundle lives in a temp file)."""
 
-    size: int
+    @property
+    def size(self) -> int: ...
 
     def read(self, offset: int, length: int) -> bytes: ...
 

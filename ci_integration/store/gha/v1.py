@@ -8,6 +8,7 @@ download URL, which carries a signature on GitHub.
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from collections.abc import Callable, Mapping
 
@@ -72,7 +73,7 @@ class CacheClient:
                        headers=headers)  # fmt: skip
 
         starts = range(0, payload.size, CHUNK_BYTES)
-        parallel([lambda start=start: upload(start) for start in starts], UPLOAD_WORKERS)
+        parallel([functools.partial(upload, start) for start in starts], UPLOAD_WORKERS)
         self._call("POST", f"caches/{cache_id}", "committing an upload",
                    json={"size": payload.size})  # fmt: skip
 
