@@ -138,8 +138,11 @@ class CachePaths:
         both ``a/node_modules`` and ``a/node_modules/b/node_modules``)."""
         paths = [self._place(name) for name in names]
         where = dict(zip(paths, names, strict=True))
-        return [name for name, path in zip(names, paths, strict=True)
-                if self._outer(path, where) is None]  # fmt: skip
+        return [
+            name
+            for name, path in zip(names, paths, strict=True)
+            if self._outer(path, where) is None
+        ]
 
     @staticmethod
     def _outer(place: str, where: Mapping[str, str]) -> str | None:

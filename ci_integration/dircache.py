@@ -76,8 +76,7 @@ def save(
     if store.read_only:
         log.info("not saving %s: this job is read-only (%s)", key, store.why or "asked")
         return SaveResult(key, store.write_scope, saved=False)
-    earlier = reusable_pieces(store, _references(store, key, paths, reference_prefixes,
-                                                 references))  # fmt: skip
+    earlier = reusable_pieces(store, _references(store, key, paths, reference_prefixes, references))
     # The total is known once the walk has found every file, while reading goes on.
     progress = Progress(f"saving {key}")
     with Packer(store, known_pieces(tree for _, tree in earlier)) as packer:
@@ -86,8 +85,11 @@ def save(
     progress.close()
     result = SaveResult(key, store.write_scope, saved=False, seconds=time.monotonic() - started)
     referenced = packer.referenced_packs()
-    result.reused_from = [f"{manifest.scope}/{manifest.key}" for manifest, (_, sizes) in earlier
-                          if referenced & sizes.keys()]  # fmt: skip
+    result.reused_from = [
+        f"{manifest.scope}/{manifest.key}"
+        for manifest, (_, sizes) in earlier
+        if referenced & sizes.keys()
+    ]
     if not records:
         log.warning("nothing to save for %s: none of %s exists", key, ", ".join(paths))
         return result
@@ -97,8 +99,10 @@ def save(
             log.warning(
                 "not saving %s: %s hold no files, and the entry holds %s (the entry stays;"
                 " --allow-empty replaces it)",
-                key, ", ".join(paths), current.metadata["files"],
-            )  # fmt: skip
+                key,
+                ", ".join(paths),
+                current.metadata["files"],
+            )
             result.refused_empty = True
             return result
     tree = Tree(list(paths if names is None else names), packer.packs, packer.pieces, records)
@@ -179,9 +183,12 @@ def restore(
         more = ", ..." if count > len(examples) else ""
         log.warning(
             "%s: %d files that were not in the cache are gone (%s%s)%s",
-            target, count, ", ".join(examples), more,
+            target,
+            count,
+            ", ".join(examples),
+            more,
             "" if merge else "; --merge keeps them",
-        )  # fmt: skip
+        )
     store.mark_used(manifest)
     return RestoreResult(
         match.hit,

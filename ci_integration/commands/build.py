@@ -154,8 +154,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             if isinstance(images, StoreCache) and facts.mechanism(builder.name) == BUILDKIT_CACHE:
                 cache = BuildKitCache(images)
             log.info("engine: %s", facts.describe())
-            log.info("%s: builder %s, the cache through %s, cache scopes %s", args.tag,
-                     builder.name, cache.mechanism, " > ".join(job.scope_chain))  # fmt: skip
+            log.info(
+                "%s: builder %s, the cache through %s, cache scopes %s",
+                args.tag,
+                builder.name,
+                cache.mechanism,
+                " > ".join(job.scope_chain),
+            )
             chosen.append(cache)
             return Toolchain(builder, cache, facts)
 
@@ -258,8 +263,11 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
         if not path:
             raise UsageError("--github-output needs GITHUB_OUTPUT: run it in a GitHub Actions step")
         all_cached = all(s.cached_steps == len(s.steps) for s in result.stages)
-        report.write_github_output(path, {
-            "image-id": result.image_id or "",
-            "all-cached": "true" if all_cached else "false",
-            "report": json.dumps(document),
-        })  # fmt: skip
+        report.write_github_output(
+            path,
+            {
+                "image-id": result.image_id or "",
+                "all-cached": "true" if all_cached else "false",
+                "report": json.dumps(document),
+            },
+        )

@@ -105,7 +105,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pruning.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     options.add_store_options(pruning, strict=False)
     options.add_output_options(pruning)
-    pruning.set_defaults(handler=prune_store)  # fmt: skip
+    pruning.set_defaults(handler=prune_store)
 
 
 def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -124,9 +124,14 @@ def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         store = _scoped(args, job, env)
         with store.store.lock(exclusive=False):
             result = dircache.save(
-                store, key, args.paths, [paths.resolve(name) for name in names],
-                [p for p in references if p], names=names, allow_empty=args.allow_empty,
-            )  # fmt: skip
+                store,
+                key,
+                args.paths,
+                [paths.resolve(name) for name in names],
+                [p for p in references if p],
+                names=names,
+                allow_empty=args.allow_empty,
+            )
         _log_save(result)
     _emit(
         {
@@ -161,22 +166,36 @@ def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         store = _scoped(args, job, env)
         with store.store.lock(exclusive=False):
             result = dircache.restore(
-                store, key, restore_keys, args.paths, [], locate=paths.locate,
-                lookup_only=args.lookup_only, merge=args.merge,
-            )  # fmt: skip
+                store,
+                key,
+                restore_keys,
+                args.paths,
+                [],
+                locate=paths.locate,
+                lookup_only=args.lookup_only,
+                merge=args.merge,
+            )
     if result.hit == "miss":
         log.info("cache miss for %s in %s", key, " > ".join(job.scope_chain))
     elif args.lookup_only:
         log.info(
             "found %s in %s (%s hit): %d files, %s; not restored (--lookup-only)",
-            result.key, result.scope, result.hit, result.files, human_bytes(result.bytes),
-        )  # fmt: skip
+            result.key,
+            result.scope,
+            result.hit,
+            result.files,
+            human_bytes(result.bytes),
+        )
     else:
         log.info(
             "restored %s from %s (%s hit): %d files, %s in %.1f s",
-            result.key, result.scope, result.hit, result.files,
-            human_bytes(result.bytes), result.seconds,
-        )  # fmt: skip
+            result.key,
+            result.scope,
+            result.hit,
+            result.files,
+            human_bytes(result.bytes),
+            result.seconds,
+        )
     _emit(
         {
             # As actions/cache says it: true only for the exact key; the kind beside it.
@@ -204,10 +223,14 @@ def list_entries(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     entries.sort(key=lambda e: (e.scope, e.key))
     if args.json:
         rows = [
-            {"scope": e.scope, "key": e.key, "created": _iso(e.created),
-             "last_used": _iso(e.last_used)}
+            {
+                "scope": e.scope,
+                "key": e.key,
+                "created": _iso(e.created),
+                "last_used": _iso(e.last_used),
+            }
             for e in entries
-        ]  # fmt: skip
+        ]
         print(json.dumps(rows, indent=2))
         return 0
     for entry in entries:
@@ -238,9 +261,13 @@ def prune_store(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     verb = "would remove" if args.dry_run else "removed"
     log.info(
         "%s %d entries and %d blobs (%s); kept %d entries (%s)",
-        verb, len(result.removed_entries), result.removed_blobs, human_bytes(result.freed_bytes),
-        result.kept_entries, human_bytes(result.kept_bytes),
-    )  # fmt: skip
+        verb,
+        len(result.removed_entries),
+        result.removed_blobs,
+        human_bytes(result.freed_bytes),
+        result.kept_entries,
+        human_bytes(result.kept_bytes),
+    )
     _emit(
         {
             "dry_run": args.dry_run,
@@ -317,10 +344,15 @@ def _log_save(result: dircache.SaveResult) -> None:
         source = f" (from {', '.join(result.reused_from)})" if result.reused_from else ""
         log.info(
             "saved %s to %s: %d files, %s new, %s reused%s, %s uploaded in %.1f s",
-            result.key, result.scope, result.files, human_bytes(result.new_bytes),
-            human_bytes(result.reused_bytes), source, human_bytes(result.uploaded_bytes),
+            result.key,
+            result.scope,
+            result.files,
+            human_bytes(result.new_bytes),
+            human_bytes(result.reused_bytes),
+            source,
+            human_bytes(result.uploaded_bytes),
             result.seconds,
-        )  # fmt: skip
+        )
 
 
 def _emit(values: dict[str, object], args: argparse.Namespace, env: Mapping[str, str]) -> None:

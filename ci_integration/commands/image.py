@@ -66,12 +66,25 @@ def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 transfer = save_image(engine, store, ref, entry_key(ref, key), known)
                 if transfer.stored is not None:
                     known.append(transfer.stored)
-                log.info("saved %s to %s: %d of %d layers new, %s uploaded in %.1f s", ref,
-                         store.write_scope, transfer.moved_layers, transfer.layers,
-                         human_bytes(transfer.moved_bytes), transfer.seconds)  # fmt: skip
-                results.append({"image": ref, "key": entry_key(ref, key), "id": transfer.image_id,
-                                "layers": transfer.layers, "new_layers": transfer.moved_layers,
-                                "uploaded_bytes": transfer.moved_bytes})  # fmt: skip
+                log.info(
+                    "saved %s to %s: %d of %d layers new, %s uploaded in %.1f s",
+                    ref,
+                    store.write_scope,
+                    transfer.moved_layers,
+                    transfer.layers,
+                    human_bytes(transfer.moved_bytes),
+                    transfer.seconds,
+                )
+                results.append(
+                    {
+                        "image": ref,
+                        "key": entry_key(ref, key),
+                        "id": transfer.image_id,
+                        "layers": transfer.layers,
+                        "new_layers": transfer.moved_layers,
+                        "uploaded_bytes": transfer.moved_bytes,
+                    }
+                )
     except (CacheError, OSError) as exc:
         if args.strict:
             raise CacheError(str(exc)) from exc
@@ -98,17 +111,31 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                     results.append({"image": ref, "hit": "miss"})
                     continue
                 wanted.append((stored, [ref]))
-                results.append({"image": ref, "hit": "exact" if stored.manifest.key ==
-                                entry_key(ref, key) else "partial", "key": stored.manifest.key,
-                                "scope": stored.manifest.scope})  # fmt: skip
+                results.append(
+                    {
+                        "image": ref,
+                        "hit": "exact" if stored.manifest.key == entry_key(ref, key) else "partial",
+                        "key": stored.manifest.key,
+                        "scope": stored.manifest.scope,
+                    }
+                )
             transfers = load_images(engine, store, wanted, engine.present_chain_ids())
-        for result, transfer in zip([r for r in results if r["hit"] != "miss"], transfers,
-                                    strict=True):  # fmt: skip
-            result.update(layers=transfer.layers, loaded_layers=transfer.moved_layers,
-                          loaded_bytes=transfer.moved_bytes)  # fmt: skip
-            log.info("loaded %s from %s: %d of %d layers moved (%s)", result["image"],
-                     result["scope"], transfer.moved_layers, transfer.layers,
-                     human_bytes(transfer.moved_bytes))  # fmt: skip
+        for result, transfer in zip(
+            [r for r in results if r["hit"] != "miss"], transfers, strict=True
+        ):
+            result.update(
+                layers=transfer.layers,
+                loaded_layers=transfer.moved_layers,
+                loaded_bytes=transfer.moved_bytes,
+            )
+            log.info(
+                "loaded %s from %s: %d of %d layers moved (%s)",
+                result["image"],
+                result["scope"],
+                transfer.moved_layers,
+                transfer.layers,
+                human_bytes(transfer.moved_bytes),
+            )
     except (CacheError, OSError) as exc:
         if args.strict:
             raise CacheError(str(exc)) from exc
@@ -126,9 +153,11 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _find(store: ScopedStore, ref: str, key: str | None, prefixes: list[str]) -> StoredImage | None:
     match = store.find(
-        entry_key(ref, key), prefixes, kind=KIND,
+        entry_key(ref, key),
+        prefixes,
+        kind=KIND,
         accept=lambda manifest: manifest.metadata.get("ref") == ref,
-    )  # fmt: skip
+    )
     if match is None:
         return None
     store.mark_used(match.manifest)

@@ -162,11 +162,17 @@ def with_ccache(spec: ContainerSpec, folder: Path, requested: list[str]) -> Cont
 
 def _ccache_folder(args: argparse.Namespace, env: Mapping[str, str]) -> CcacheFolder:
     job = context.detect(env, Path.cwd())
-    key = keys.render(args.ccache_key, values=keys.placeholder_values(job.branch, job.scope),
-                      cwd=Path.cwd())  # fmt: skip
+    key = keys.render(
+        args.ccache_key, values=keys.placeholder_values(job.branch, job.scope), cwd=Path.cwd()
+    )
     store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
-    return CcacheFolder((Path.cwd() / args.ccache).resolve(), key, store, strict=args.strict,
-                        read_only=store.read_only)  # fmt: skip
+    return CcacheFolder(
+        (Path.cwd() / args.ccache).resolve(),
+        key,
+        store,
+        strict=args.strict,
+        read_only=store.read_only,
+    )
 
 
 def container_spec(

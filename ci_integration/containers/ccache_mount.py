@@ -37,8 +37,7 @@ class CcacheFolder:
         result = dircache.RestoreResult("miss")
         with self._trouble("ccache starts cold"):
             fallback = [self.key.split("{", 1)[0]] if "{" in self.key else []
-            result = dircache.restore(self.store, self.key, fallback, [LOGICAL_PATH],
-                                      [self.folder])  # fmt: skip
+            result = dircache.restore(self.store, self.key, fallback, [LOGICAL_PATH], [self.folder])
         self.folder.mkdir(parents=True, exist_ok=True)
         self.before = read_stats(self.folder)
         if result.hit == "miss":
@@ -58,8 +57,9 @@ class CcacheFolder:
         else:
             with self._trouble("ccache not saved"):
                 result = dircache.save(self.store, self.key, [LOGICAL_PATH], [self.folder])
-                log.info("ccache saved: %d files, %d bytes uploaded", result.files,
-                         result.uploaded_bytes)  # fmt: skip
+                log.info(
+                    "ccache saved: %d files, %d bytes uploaded", result.files, result.uploaded_bytes
+                )
         return self.this_run
 
     @contextlib.contextmanager

@@ -218,8 +218,10 @@ def build(
         built[target.ref] = whole
         _came_whole(report, stages)
         report.image_id = whole.id
-        log.info("%s comes whole from the cache (its inputs are unchanged): no stage built",
-                 options.image)  # fmt: skip
+        log.info(
+            "%s comes whole from the cache (its inputs are unchanged): no stage built",
+            options.image,
+        )
     else:
         restored: dict[str, ImageInfo] = {}
         if cache is not None:
@@ -230,17 +232,21 @@ def build(
             report.mounts = mount_cache.reports
             with _cache_trouble(options.strict, "cache mounts start empty"):
                 mount_cache.seed()
-        _build_stages(options, parsed, stages, engine, tools, tags, restored, report, built,
-                      on_line)  # fmt: skip
+        _build_stages(
+            options, parsed, stages, engine, tools, tags, restored, report, built, on_line
+        )
 
     if cache is not None and not options.read_only:
         for stage_report in reports:
             with _cache_trouble(options.strict, f"stage {stage_report.stage} not saved"):
                 if stage_report.stage in built:
                     stage_report.saved = "failed"
-                    cache.save_stage(stage_report, tags[stage_report.stage],
-                                     built[stage_report.stage],
-                                     target=stage_report is reports[-1])  # fmt: skip
+                    cache.save_stage(
+                        stage_report,
+                        tags[stage_report.stage],
+                        built[stage_report.stage],
+                        target=stage_report is reports[-1],
+                    )
                 elif report.whole:
                     stage_report.saved = "failed"
                     cache.keep(stage_report)
@@ -279,9 +285,11 @@ def _came_whole(report: BuildReport, stages: Sequence[Stage]) -> None:
     report.whole = True
     target = report.stages[-1]
     for stage, stage_report in zip(stages, report.stages, strict=True):
-        stage_report.steps = [Step(stage.ref, _step_text(instruction), cached=True)
-                              for instruction in stage.instructions
-                              if instruction.keyword in _BUILDKIT_STEPS]  # fmt: skip
+        stage_report.steps = [
+            Step(stage.ref, _step_text(instruction), cached=True)
+            for instruction in stage.instructions
+            if instruction.keyword in _BUILDKIT_STEPS
+        ]
         if stage_report is not target:
             # Its key is inside the target's: it is what the target was built from.
             stage_report.restored, stage_report.restored_from = "exact", target.restored_from
@@ -292,8 +300,9 @@ _BUILDKIT_STEPS = ("RUN", "COPY", "ADD", "WORKDIR")
 
 
 def _step_text(instruction: dockerfiles.Instruction) -> str:
-    flags = " ".join(f"--{name}={value}" if value else f"--{name}"
-                     for name, value in instruction.flags)  # fmt: skip
+    flags = " ".join(
+        f"--{name}={value}" if value else f"--{name}" for name, value in instruction.flags
+    )
     return " ".join(part for part in (instruction.keyword, flags, instruction.arguments) if part)
 
 
@@ -341,7 +350,7 @@ def _build_stages(
                 cache_from=_cache_sources(cache, stage.ref, on_engine, builder, rule),
                 labels=options.labels if is_target else {},
                 cache_to=cache.cache_target(stage.ref) if cache is not None else None,
-            )  # fmt: skip
+            )
             outcome = _run_stage(builder, request, stage_report, by_name, on_line)
             if not outcome.ok:
                 report.failed_stage, report.error = stage.ref, outcome.error

@@ -77,8 +77,9 @@ class BuildKitCache(CacheBackend):
         known = self.images.bases
         wanted = [(known[ref], [ref]) for ref in bases if ref in known]
         if wanted:
-            load_images(self.images.engine, self.store, wanted,
-                        self.images.engine.present_chain_ids())  # fmt: skip
+            load_images(
+                self.images.engine, self.store, wanted, self.images.engine.present_chain_ids()
+            )
         target = reports[-1]
         # The target's own image, if kept, tells its save whether it changed.
         stored = find_image(self.store, target.key)

@@ -182,8 +182,11 @@ def _naming_config(
         if not document["manifests"]:
             return None
     elif (document.get("config") or {}).get("digest") == old_config:
-        document["config"] = {**document["config"], "digest": f"sha256:{_sha256(config)}",
-                              "size": len(config)}  # fmt: skip
+        document["config"] = {
+            **document["config"],
+            "digest": f"sha256:{_sha256(config)}",
+            "size": len(config),
+        }
     else:
         return None
     blob = json.dumps(document, separators=(",", ":")).encode()
@@ -246,19 +249,31 @@ def _top_descriptor(image: Loadable) -> tuple[dict, list[tuple[str, bytes]]]:
         descriptor = {key: value for key, value in top.items() if key != "annotations"}
         return descriptor, sorted(image.layout_files.items())
     config_digest = _sha256(image.config)
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": f"sha256:{config_digest}",
-                   "size": len(image.config)},
-        "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": f"sha256:{digest}", "size": size}
-                   for digest, size in image.layers],
-    }).encode()  # fmt: skip
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {
+                "mediaType": CONFIG_MEDIA_TYPE,
+                "digest": f"sha256:{config_digest}",
+                "size": len(image.config),
+            },
+            "layers": [
+                {"mediaType": LAYER_MEDIA_TYPE, "digest": f"sha256:{digest}", "size": size}
+                for digest, size in image.layers
+            ],
+        }
+    ).encode()
     manifest_digest = _sha256(manifest)
-    descriptor = {"mediaType": MANIFEST_MEDIA_TYPE, "digest": f"sha256:{manifest_digest}",
-                  "size": len(manifest)}  # fmt: skip
-    files = [(f"blobs/sha256/{config_digest}", image.config),
-             (f"blobs/sha256/{manifest_digest}", manifest)]  # fmt: skip
+    descriptor = {
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "digest": f"sha256:{manifest_digest}",
+        "size": len(manifest),
+    }
+    files = [
+        (f"blobs/sha256/{config_digest}", image.config),
+        (f"blobs/sha256/{manifest_digest}", manifest),
+    ]
     return descriptor, files
 
 

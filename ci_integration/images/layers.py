@@ -64,8 +64,9 @@ class StoredImage:
             image_id, diff_ids = str(metadata["image_id"]), tuple(map(str, metadata["diff_ids"]))
             # Entries of before the containerd store kept uncompressed layers only,
             # each named by its diff ID.
-            layers = tuple(map(str, metadata.get("layers") or
-                               [d.removeprefix("sha256:") for d in diff_ids]))  # fmt: skip
+            layers = tuple(
+                map(str, metadata.get("layers") or [d.removeprefix("sha256:") for d in diff_ids])
+            )
         except (KeyError, TypeError) as exc:
             raise CorruptDataError(f"image entry {manifest.key} is malformed: {exc!r}") from None
         if len(layers) != len(diff_ids):
@@ -227,8 +228,9 @@ def _loadable(
     sizes = {record.path: record.size for record in tree.records if record.type == FILE}
     layout = stored.layout(store)
     index = json.loads(layout.pop("index.json")) if layout else None
-    return Loadable(config, [(layer, sizes[layer]) for layer in stored.layers], list(tags),
-                    index, layout)  # fmt: skip
+    return Loadable(
+        config, [(layer, sizes[layer]) for layer in stored.layers], list(tags), index, layout
+    )
 
 
 def _reading(source: tuple[Record, PieceReader]) -> Iterator[memoryview]:

@@ -95,8 +95,15 @@ class StoreCache(CacheBackend):
             # Same layers: at most a manifest, no upload.
             report.saved = keep_entry(self.store, earlier.manifest, report.key)
             return
-        transfer = save_image(self.engine, self.store, tag, report.key, self._known(),
-                              {"stage": report.stage}, also=self.also_known)  # fmt: skip
+        transfer = save_image(
+            self.engine,
+            self.store,
+            tag,
+            report.key,
+            self._known(),
+            {"stage": report.stage},
+            also=self.also_known,
+        )
         if transfer.stored is not None:
             self.saved.append(transfer.stored)
         report.saved = "uploaded"
@@ -132,16 +139,26 @@ class StoreCache(CacheBackend):
         if not mounts or not options.mount_cache:
             return None
         if not isinstance(builder, CliBuilder):
-            log.info("cache mounts are not carried across jobs: the %s builder has none",
-                     builder.name)  # fmt: skip
+            log.info(
+                "cache mounts are not carried across jobs: the %s builder has none", builder.name
+            )
             return None
         helper = options.mount_helper_image or helper_image(stages, mounts)
         if helper is None:
-            log.warning("cache mounts not carried: no stage has a base image with a shell;"
-                        " pass --mount-helper-image")  # fmt: skip
+            log.warning(
+                "cache mounts not carried: no stage has a base image with a shell;"
+                " pass --mount-helper-image"
+            )
             return None
-        return MountCache(builder.docker, builder.env, self.store, self.repository, mounts,
-                          helper, buildx=builder.buildx)  # fmt: skip
+        return MountCache(
+            builder.docker,
+            builder.env,
+            self.store,
+            self.repository,
+            mounts,
+            helper,
+            buildx=builder.buildx,
+        )
 
 
 def keep_entry(store: ScopedStore, manifest: Manifest, key: str) -> str:
@@ -150,9 +167,9 @@ def keep_entry(store: ScopedStore, manifest: Manifest, key: str) -> str:
     the job's scope (``recorded``): the same pieces, nothing uploaded."""
     if manifest.key == key and manifest.scope == store.write_scope:
         return "unchanged"
-    store.commit(dataclasses.replace(
-        manifest, key=key, scope=store.write_scope, created=time.time()
-    ))  # fmt: skip
+    store.commit(
+        dataclasses.replace(manifest, key=key, scope=store.write_scope, created=time.time())
+    )
     return "recorded"
 
 

@@ -93,16 +93,18 @@ def open_job_store(
     journal = Journal(state_dir(env), store.description)
     mode = env.get(CACHE_MODE_ENV, "").strip().lower().replace("_", "-")
     if mode not in ("", "read-write", "read-only", "read", "write-only", "write"):
-        raise UsageError(f"{CACHE_MODE_ENV} is {mode[:40]!r}: it may be read-only, write-only "
-                         "or read-write")  # fmt: skip
+        raise UsageError(
+            f"{CACHE_MODE_ENV} is {mode[:40]!r}: it may be read-only, write-only or read-write"
+        )
     read_only = bool(read_only_because) or mode in ("read-only", "read")
     write_only = mode in ("write-only", "write")
     reasons = [read_only_because] if read_only_because else []
     if mode in ("read-only", "read", "write-only", "write"):
         reasons.append(f"{CACHE_MODE_ENV} is {mode}")
     why = "; ".join(reasons)
-    return ScopedStore(store, scope_chain, read_only=read_only, write_only=write_only,
-                       why=why, journal=journal)  # fmt: skip
+    return ScopedStore(
+        store, scope_chain, read_only=read_only, write_only=write_only, why=why, journal=journal
+    )
 
 
 def _s3_store(url: str, env: Mapping[str, str]) -> Store:
@@ -125,12 +127,16 @@ def _oci_store(url: str, env: Mapping[str, str]) -> Store:
     parsed = urllib.parse.urlsplit(url)
     # The login comes from the docker config: a URL is printed in logs.
     if "@" in parsed.netloc or parsed.query or parsed.fragment:
-        raise UsageError(f"bad store URL {_safe(url)}: write oci://HOST/REPOSITORY, the login "
-                         "in the docker config (docker login HOST)")  # fmt: skip
+        raise UsageError(
+            f"bad store URL {_safe(url)}: write oci://HOST/REPOSITORY, the login "
+            "in the docker config (docker login HOST)"
+        )
     repository = parsed.path.strip("/")
     if not _REGISTRY_HOST.fullmatch(parsed.netloc) or not _REPOSITORY.fullmatch(repository):
-        raise UsageError(f"bad store URL {_safe(url)}: write oci://HOST[:PORT]/REPOSITORY, the "
-                         "repository in lowercase letters, digits, . _ - and /")  # fmt: skip
+        raise UsageError(
+            f"bad store URL {_safe(url)}: write oci://HOST[:PORT]/REPOSITORY, the "
+            "repository in lowercase letters, digits, . _ - and /"
+        )
     from ci_integration.store.oci import OCIStore
 
     return OCIStore(parsed.netloc, repository, env)
@@ -139,10 +145,17 @@ def _oci_store(url: str, env: Mapping[str, str]) -> Store:
 def _jenkins_store(url: str, env: Mapping[str, str]) -> Store:
     parsed = urllib.parse.urlsplit(url)
     folder = parsed.path.removeprefix("/") or None
-    if (not url.startswith("jenkins://") or parsed.netloc or parsed.query or parsed.fragment
-            or (folder is not None and not _WORKSPACE_FOLDER.fullmatch(folder))):  # fmt: skip
-        raise UsageError(f"bad store URL {_safe(url)}: write jenkins:// or jenkins:///FOLDER, "
-                         "FOLDER inside the workspace (letters, digits, . _ - and /)")  # fmt: skip
+    if (
+        not url.startswith("jenkins://")
+        or parsed.netloc
+        or parsed.query
+        or parsed.fragment
+        or (folder is not None and not _WORKSPACE_FOLDER.fullmatch(folder))
+    ):
+        raise UsageError(
+            f"bad store URL {_safe(url)}: write jenkins:// or jenkins:///FOLDER, "
+            "FOLDER inside the workspace (letters, digits, . _ - and /)"
+        )
     if not env.get("WORKSPACE"):
         raise UsageError("the jenkins:// store writes into the build's workspace: no WORKSPACE")
     from ci_integration import context
@@ -153,8 +166,9 @@ def _jenkins_store(url: str, env: Mapping[str, str]) -> Store:
     # The job's scope chain, as the command detects it, decides which jobs are read.
     job = context.detect(env, Path.cwd())
     client = JenkinsClient(env["JENKINS_URL"], env) if env.get("JENKINS_URL") else None
-    return JenkinsStore(Path(env["WORKSPACE"]), folder or DEFAULT_FOLDER, job.scope,
-                        jobs_by_scope(job, env), client)  # fmt: skip
+    return JenkinsStore(
+        Path(env["WORKSPACE"]), folder or DEFAULT_FOLDER, job.scope, jobs_by_scope(job, env), client
+    )
 
 
 def _safe(url: str) -> str:

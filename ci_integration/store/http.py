@@ -80,10 +80,17 @@ class Transport:
         timeout = retry.for_body(self.timeout, data)
         try:
             response, attempts = retry.send(
-                self.session, method, url, timeout=timeout, policy=self.policy,
-                sleep=self.sleep, headers=headers, json=json, data=data,
+                self.session,
+                method,
+                url,
+                timeout=timeout,
+                policy=self.policy,
+                sleep=self.sleep,
+                headers=headers,
+                json=json,
+                data=data,
                 allow_redirects=follow_redirects,
-            )  # fmt: skip
+            )
         except retry.Unanswered as exc:
             self._give_up(host, started, exc.cause)
             raise OSError(f"{where}: {what} failed: {exc.cause}") from None

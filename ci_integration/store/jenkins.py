@@ -87,8 +87,10 @@ class JenkinsStore:
         self._read: dict[tuple[str, str], bytes] = {}  # own-scope entries read from builds
         self._lock = threading.Lock()
         if client is None or not self.jobs:
-            log.warning("jenkins:// without JENKINS_URL and JOB_NAME: restoring only from %s",
-                        self.folder.root)  # fmt: skip
+            log.warning(
+                "jenkins:// without JENKINS_URL and JOB_NAME: restoring only from %s",
+                self.folder.root,
+            )
 
     @property
     def description(self) -> str:
@@ -147,8 +149,11 @@ class JenkinsStore:
         scope's build (by the manifests' creation time)."""
         candidates: list[tuple[float, str]] = []
         if scope == self.own_scope or scope not in self.jobs:
-            candidates += [(entry.created, entry.key) for entry in self.folder.list_entries(scope)
-                           if entry.key.startswith(prefix)]  # fmt: skip
+            candidates += [
+                (entry.created, entry.key)
+                for entry in self.folder.list_entries(scope)
+                if entry.key.startswith(prefix)
+            ]
         build = self._pin(self.jobs[scope]) if scope in self.jobs else None
         if build is not None:
             assert self.client is not None  # a build was pinned through it
@@ -217,8 +222,10 @@ class JenkinsStore:
             data = self._artifact(build, _blob_path(digest))
             if data is not None and digest_of(data) == digest:
                 return data
-        raise OSError(f"cannot save {key}: blob {digest[:19]} is neither in {self.folder.root} "
-                      "nor in a build read")  # fmt: skip
+        raise OSError(
+            f"cannot save {key}: blob {digest[:19]} is neither in {self.folder.root} "
+            "nor in a build read"
+        )
 
 
 def _entry_path(scope: str, key: str) -> str:

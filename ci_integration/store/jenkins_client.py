@@ -40,21 +40,27 @@ class JenkinsClient:
         netloc = parsed.hostname or ""
         if parsed.port:
             netloc += f":{parsed.port}"
-        self.base = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/") + "/",
-                                             "", ""))  # fmt: skip
+        self.base = urllib.parse.urlunsplit(
+            (parsed.scheme, netloc, parsed.path.rstrip("/") + "/", "", "")
+        )
         self.where = f"Jenkins at {self.base}"
-        refused = ("set JENKINS_USER and JENKINS_TOKEN (an API token) of a user who may read "
-                   "the job")  # fmt: skip
-        self.transport = Transport("Jenkins", env, refused=refused,
-                                   secrets=[env.get("JENKINS_TOKEN", "")],
-                                   read_timeout=READ_TIMEOUT_SECONDS)  # fmt: skip
+        refused = "set JENKINS_USER and JENKINS_TOKEN (an API token) of a user who may read the job"
+        self.transport = Transport(
+            "Jenkins",
+            env,
+            refused=refused,
+            secrets=[env.get("JENKINS_TOKEN", "")],
+            read_timeout=READ_TIMEOUT_SECONDS,
+        )
         if env.get("JENKINS_USER") and env.get("JENKINS_TOKEN"):
             self.transport.session.auth = (env["JENKINS_USER"], env["JENKINS_TOKEN"])
 
     def last_successful(self, job: str) -> Build | None:
         """The job's last successful build, or None when the job has none (or no such job)."""
-        document = self._json(f"{job_url_path(job)}lastSuccessfulBuild/api/json?tree=number",
-                              f"reading the last successful build of {job}")  # fmt: skip
+        document = self._json(
+            f"{job_url_path(job)}lastSuccessfulBuild/api/json?tree=number",
+            f"reading the last successful build of {job}",
+        )
         if document is None:
             return None
         number = document.get("number") if isinstance(document, dict) else None
@@ -77,8 +83,10 @@ class JenkinsClient:
 
     def artifact(self, build: Build, relative_path: str) -> bytes | None:
         """The archived file's bytes, or None when the build has no such file."""
-        path = (f"{job_url_path(build.job)}{build.number}/artifact/"
-                f"{urllib.parse.quote(relative_path, safe='/')}")  # fmt: skip
+        path = (
+            f"{job_url_path(build.job)}{build.number}/artifact/"
+            f"{urllib.parse.quote(relative_path, safe='/')}"
+        )
         response = self._get(path, f"downloading {relative_path} of {build.job} #{build.number}")
         return None if response is None else response.content
 
@@ -94,6 +102,7 @@ class JenkinsClient:
     def _get(self, path: str, what: str) -> requests.Response | None:
         """The answer when 200, None when 404; anything else raises a one-line OSError."""
         # Redirects followed: an artifact manager's storage (no Authorization goes there).
-        response = self.transport.request("GET", self.base + path, what, passed={404},
-                                          follow_redirects=True)  # fmt: skip
+        response = self.transport.request(
+            "GET", self.base + path, what, passed={404}, follow_redirects=True
+        )
         return None if response.status_code == 404 else response

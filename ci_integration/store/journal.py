@@ -89,8 +89,9 @@ class Journal:
                 document = json.loads(line)
                 if document["store"] != self.store_id:
                     continue
-                entry = Restored(str(document["scope"]), str(document["key"]),
-                                 str(document["kind"]))  # fmt: skip
+                entry = Restored(
+                    str(document["scope"]), str(document["key"]), str(document["kind"])
+                )
             except (ValueError, KeyError, TypeError):
                 continue
             found.setdefault(entry)

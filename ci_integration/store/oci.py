@@ -121,8 +121,10 @@ class OCIStore:
         if not self.api.has_blob(entry_digest):
             self.api.upload_blob(entry_digest, manifest)
         layers = [{"mediaType": ENTRY_LAYER, "digest": entry_digest, "size": len(manifest)}]
-        layers += [{"mediaType": BLOB_LAYER, "digest": digest, "size": size}
-                   for digest, size in _named_blobs(manifest).items()]  # fmt: skip
+        layers += [
+            {"mediaType": BLOB_LAYER, "digest": digest, "size": size}
+            for digest, size in _named_blobs(manifest).items()
+        ]
         annotations = {KEY: key, SCOPE: scope, CREATED: _rfc3339(time.time())}
         what = "writing an entry"
         self._replace(_tag("e", scope, key), ENTRY_ARTIFACT, layers, annotations, what)
@@ -177,14 +179,26 @@ class OCIStore:
 
     # Tags
 
-    def _replace(self, tag: str, artifact_type: str, layers: list[dict[str, Any]],
-                 annotations: dict[str, str], what: str) -> None:  # fmt: skip
+    def _replace(
+        self,
+        tag: str,
+        artifact_type: str,
+        layers: list[dict[str, Any]],
+        annotations: dict[str, str],
+        what: str,
+    ) -> None:
         """Point ``tag`` at a new manifest, then delete the one it replaced, which a
         registry keeps, untagged, until a garbage collection told to drop those."""
         self._store_empty_blob()  # the config of every manifest: a registry checks it exists
         old = self.api.manifest_digest(tag, what)
-        document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
-                    "config": EMPTY, "layers": layers, "annotations": annotations}  # fmt: skip
+        document = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": EMPTY,
+            "layers": layers,
+            "annotations": annotations,
+        }
         new = self.api.put_manifest(tag, document, what)
         # Safe against a writer racing us: none ever puts the manifest we saw back.
         if old and old != new:
@@ -209,10 +223,17 @@ class OCIStore:
         """The manifest of one of the store's tags; None if absent or not the store's."""
         document = self.api.get_manifest(tag, "reading an entry")
         layers = document and document.get("layers")
-        if document and isinstance(document.get("annotations"), dict) and layers and all(
-            isinstance(layer, dict) and DIGEST_PATTERN.fullmatch(str(layer.get("digest")))
-            and type(layer.get("size")) is int for layer in layers
-        ):  # fmt: skip
+        if (
+            document
+            and isinstance(document.get("annotations"), dict)
+            and layers
+            and all(
+                isinstance(layer, dict)
+                and DIGEST_PATTERN.fullmatch(str(layer.get("digest")))
+                and type(layer.get("size")) is int
+                for layer in layers
+            )
+        ):
             return document
         return None
 

@@ -66,8 +66,9 @@ def docker_login(host: str, env: Mapping[str, str]) -> tuple[str, str] | None:
         config = docker.auth.load_config(str(path), credstore_env=job_env)
         # Hosts compared as the registry compares them: case and scheme aside.
         config["auths"] = {_registry_host(name): item for name, item in config.auths.items()}
-        found = docker.auth.resolve_authconfig(config, registry=_registry_host(host),
-                                               credstore_env=job_env)  # fmt: skip
+        found = docker.auth.resolve_authconfig(
+            config, registry=_registry_host(host), credstore_env=job_env
+        )
     except (docker.errors.DockerException, OSError, ValueError, KeyError, TypeError) as exc:
         # No usable config: anonymous, and a 401 says where the login was looked for.
         log.debug("no login for %s from %s: %s", host, path, type(exc).__name__)
@@ -100,9 +101,16 @@ class RegistryClient:
         self._gave_up = ""
 
     def request(
-        self, method: str, url: str, what: str, *, expect: Collection[int],
-        absent: Collection[int] = (404,), transient_codes: Collection[str] = (), **kwargs,
-    ) -> requests.Response | None:  # fmt: skip
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        expect: Collection[int],
+        absent: Collection[int] = (404,),
+        transient_codes: Collection[str] = (),
+        **kwargs,
+    ) -> requests.Response | None:
         """The response if its status is in ``expect``, None if in ``absent``; any other
         answer raises a one-line OSError. ``transient_codes``: registry error codes
         (DIGEST_INVALID...) that, for this request, are worth another attempt."""
@@ -118,8 +126,10 @@ class RegistryClient:
     ) -> tuple[requests.Response, int]:
         """The answer, and how many attempts it took."""
         if self._gave_up:
-            raise ConnectionError(f"the registry did not answer {what} at {self.where} "
-                                  f"(it stopped answering: {self._gave_up})")  # fmt: skip
+            raise ConnectionError(
+                f"the registry did not answer {what} at {self.where} "
+                f"(it stopped answering: {self._gave_up})"
+            )
         url = urllib.parse.urljoin(self.base, url)
         kwargs.setdefault("allow_redirects", method == "GET")  # blobs move to storage
         headers = kwargs.pop("headers", {})
@@ -131,30 +141,33 @@ class RegistryClient:
             auth = {"Authorization": sent} if sent and ours else {}
             try:
                 timeout = retry.for_body(self.timeout, kwargs.get("data"))
-                response = self._session.request(method, url, headers={**headers, **auth},
-                                                 timeout=timeout, **kwargs)  # fmt: skip
+                response = self._session.request(
+                    method, url, headers={**headers, **auth}, timeout=timeout, **kwargs
+                )
             except retry.UNREACHABLE as exc:
                 delay = attempts.after_exception(exc)
                 if delay is None:
                     self._gave_up = attempts.describe(exc, self.timeout[1])
-                    raise ConnectionError(f"the registry did not answer {what} at {self.where} "
-                                          f"({self._gave_up})") from None  # fmt: skip
+                    raise ConnectionError(
+                        f"the registry did not answer {what} at {self.where} ({self._gave_up})"
+                    ) from None
                 time.sleep(delay)
                 continue
             except requests.RequestException as exc:
-                raise OSError(f"the registry failed {what} at {self.where}: "
-                              f"{type(exc).__name__}") from None  # fmt: skip
+                raise OSError(
+                    f"the registry failed {what} at {self.where}: {type(exc).__name__}"
+                ) from None
             if response.status_code == 401 and not challenged:
                 challenged = True  # a login refused a second time is a refusal
                 self._answer_challenge(response, sent, what)
                 continue
             busy = response.status_code in retry.RETRY_STATUSES
             if busy or (transient_codes and _error_code(response) in transient_codes):
-                delay = attempts.after_status(response.status_code, response.headers,
-                                              transient=True)  # fmt: skip
+                delay = attempts.after_status(
+                    response.status_code, response.headers, transient=True
+                )
                 if delay is not None:
-                    log.debug("retrying %s at %s: HTTP %d", what, self.where,
-                              response.status_code)  # fmt: skip
+                    log.debug("retrying %s at %s: HTTP %d", what, self.where, response.status_code)
                     time.sleep(delay)
                     continue
                 if busy:  # a registry that keeps refusing an answer is down
@@ -177,8 +190,10 @@ class RegistryClient:
                 pair = base64.b64encode(f"{user}:{password}".encode()).decode()
                 self._authorization = "Basic " + pair
             else:
-                raise PermissionError(f"the registry refused {what} at {self.where}: HTTP 401 "
-                                      "with no challenge this tool can answer")  # fmt: skip
+                raise PermissionError(
+                    f"the registry refused {what} at {self.where}: HTTP 401 "
+                    "with no challenge this tool can answer"
+                )
 
     def _token(self, challenge: dict[str, str], what: str) -> str:
         """A token from the challenge's realm, for every scope asked for so far, so
@@ -188,38 +203,50 @@ class RegistryClient:
             self._scopes.setdefault(resource, set()).update(actions.split(","))
         realm = challenge["realm"]
         if not realm.startswith("https://") and not self.base.startswith("http://"):
-            raise PermissionError(f"the registry at {self.where} sent its login to a "
-                                  "plain-HTTP token service: refused")  # fmt: skip
-        params = {"scope": [f"{r}:{','.join(sorted(a))}" for r, a in self._scopes.items()],
-                  "service": challenge.get("service", "")}  # fmt: skip
+            raise PermissionError(
+                f"the registry at {self.where} sent its login to a "
+                "plain-HTTP token service: refused"
+            )
+        params = {
+            "scope": [f"{r}:{','.join(sorted(a))}" for r, a in self._scopes.items()],
+            "service": challenge.get("service", ""),
+        }
         try:
-            answer = self._session.get(realm, params=params, auth=self._login,
-                                       timeout=self.timeout)  # fmt: skip
+            answer = self._session.get(realm, params=params, auth=self._login, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise ConnectionError(f"the registry's token service did not answer {what} for "
-                                  f"{self.where} ({type(exc).__name__})") from None  # fmt: skip
+            raise ConnectionError(
+                f"the registry's token service did not answer {what} for "
+                f"{self.where} ({type(exc).__name__})"
+            ) from None
         if answer.status_code in (401, 403):
-            raise PermissionError(f"the registry's token service refused the login for "
-                                  f"{self.host}: {self._login_advice()}")  # fmt: skip
+            raise PermissionError(
+                f"the registry's token service refused the login for "
+                f"{self.host}: {self._login_advice()}"
+            )
         try:
             document = answer.json()
             return str(document.get("token") or document["access_token"])
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise OSError(f"the registry's token service gave no token for {self.where} "
-                          f"(HTTP {answer.status_code})") from None  # fmt: skip
+            raise OSError(
+                f"the registry's token service gave no token for {self.where} "
+                f"(HTTP {answer.status_code})"
+            ) from None
 
     def _require_login(self, what: str) -> tuple[str, str]:
         if self._login is None:
-            raise PermissionError(f"the registry at {self.where} asks for a login for {what}: "
-                                  f"{self._login_advice()}")  # fmt: skip
+            raise PermissionError(
+                f"the registry at {self.where} asks for a login for {what}: {self._login_advice()}"
+            )
         return self._login
 
     def _login_advice(self) -> str:
         where = self._config or "the docker config (no HOME, no DOCKER_CONFIG)"
         if self._login:
             return f"check the login for {self.host} in {where}"
-        return (f"none for {self.host} in {where}; run docker login {self.host} "
-                "(credential helpers are not read)")  # fmt: skip
+        return (
+            f"none for {self.host} in {where}; run docker login {self.host} "
+            "(credential helpers are not read)"
+        )
 
     # Failures
 
@@ -233,11 +260,14 @@ class RegistryClient:
         elif response.status_code in retry.RETRY_STATUSES:
             answer += f", Retry-After {response.headers.get('Retry-After')} s is too long"
         if response.status_code == 405 and method == "DELETE":
-            return PermissionError(f"the registry at {self.where} does not allow deletes "
-                                   "(distribution: storage.delete.enabled)")  # fmt: skip
+            return PermissionError(
+                f"the registry at {self.where} does not allow deletes "
+                "(distribution: storage.delete.enabled)"
+            )
         if response.status_code in (401, 403):
-            return PermissionError(f"the registry refused {what} at {self.where}: {answer}; "
-                                   f"{self._login_advice()}")  # fmt: skip
+            return PermissionError(
+                f"the registry refused {what} at {self.where}: {answer}; {self._login_advice()}"
+            )
         return OSError(f"the registry failed {what} at {self.where}: {answer}")
 
 

@@ -58,8 +58,9 @@ class Repository:
                 raise
 
     def delete_blob(self, digest: str) -> None:
-        self.client.request("DELETE", f"{self.path}/blobs/{digest}", "deleting a blob",
-                            expect=(202,))  # fmt: skip
+        self.client.request(
+            "DELETE", f"{self.path}/blobs/{digest}", "deleting a blob", expect=(202,)
+        )
 
     def _upload(self, digest: str, data: bytes) -> None:
         what, request = "uploading a blob", self.client.request
@@ -69,12 +70,26 @@ class Repository:
             for start in range(0, len(data), self.upload_chunk):
                 chunk = data[start : start + self.upload_chunk]
                 span = {"Content-Range": f"{start}-{start + len(chunk) - 1}"}
-                sent = request("PATCH", location, what, expect=(202,), absent=(), data=chunk,
-                               headers={**_OCTETS, **span})  # fmt: skip
+                sent = request(
+                    "PATCH",
+                    location,
+                    what,
+                    expect=(202,),
+                    absent=(),
+                    data=chunk,
+                    headers={**_OCTETS, **span},
+                )
                 location = _location(sent, what)
             data = b""
-        request("PUT", _with_query(location, digest=digest), what, expect=(201,), absent=(),
-                data=data, headers=_OCTETS)  # fmt: skip
+        request(
+            "PUT",
+            _with_query(location, digest=digest),
+            what,
+            expect=(201,),
+            absent=(),
+            data=data,
+            headers=_OCTETS,
+        )
 
     # Manifests and tags
 
@@ -100,8 +115,16 @@ class Repository:
         manifest names rewrites that blob's link file while the PUT reads it."""
         body = json.dumps(document, separators=(",", ":")).encode()
         url, headers = f"{self.path}/manifests/{tag}", {"Content-Type": OCI_MANIFEST}
-        self.client.request("PUT", url, what, expect=(201,), absent=(), data=body,
-                            headers=headers, transient_codes=("DIGEST_INVALID",))  # fmt: skip
+        self.client.request(
+            "PUT",
+            url,
+            what,
+            expect=(201,),
+            absent=(),
+            data=body,
+            headers=headers,
+            transient_codes=("DIGEST_INVALID",),
+        )
         return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
     def delete_manifest(self, digest: str, what: str) -> None:

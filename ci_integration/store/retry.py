@@ -57,12 +57,12 @@ DEFAULT = Policy()
 GITHUB_CACHE = Policy(attempts=5, first_wait=3.0, factor=1.5, max_retry_after=60.0)
 # As Azure's storage SDK (which that client uploads with): 4 tries, 4 s doubling,
 # at most 120 s apart.
-AZURE_STORAGE = Policy(attempts=4, first_wait=4.0, factor=2.0, max_wait=120.0,
-                       max_retry_after=120.0)  # fmt: skip
+AZURE_STORAGE = Policy(
+    attempts=4, first_wait=4.0, factor=2.0, max_wait=120.0, max_retry_after=120.0
+)
 
 # What requests raises when a service cannot be reached or stops mid-answer.
-UNREACHABLE = (requests.ConnectionError, requests.Timeout,
-               requests.exceptions.ChunkedEncodingError)  # fmt: skip
+UNREACHABLE = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 # requests raises a timeout met while reading a body as a ConnectionError.
 _READ_TIMEOUTS = (requests.Timeout, urllib3.exceptions.ReadTimeoutError)
 
@@ -144,15 +144,27 @@ def send(
             wait = attempts.after_exception(exc)
             if wait is None:
                 raise Unanswered(attempts.describe(exc, timeout[1])) from None
-            log.debug("%s to %s: attempt %d failed (%s), again in %.1f s", method, host,
-                      attempts.failures, _cause(exc), wait)  # fmt: skip
+            log.debug(
+                "%s to %s: attempt %d failed (%s), again in %.1f s",
+                method,
+                host,
+                attempts.failures,
+                _cause(exc),
+                wait,
+            )
             sleep(wait)
             continue
         wait = attempts.after_status(response.status_code, response.headers)
         if wait is None:
             return response, attempts
-        log.debug("%s to %s: attempt %d answered HTTP %d, again in %.1f s", method, host,
-                  attempts.failures, response.status_code, wait)  # fmt: skip
+        log.debug(
+            "%s to %s: attempt %d answered HTTP %d, again in %.1f s",
+            method,
+            host,
+            attempts.failures,
+            response.status_code,
+            wait,
+        )
         sleep(wait)
 
 

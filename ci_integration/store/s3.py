@@ -93,8 +93,13 @@ class S3Store:
                 if time.time() - head["LastModified"].timestamp() > REFRESH_AFTER_SECONDS:
                     # A copy onto itself is S3's one way to renew an object's age.
                     source = {"Bucket": self.bucket, "Key": key}
-                    self._client.copy(source, self.bucket, key, {"MetadataDirective": "REPLACE"},
-                                      Config=self._transfer())  # fmt: skip
+                    self._client.copy(
+                        source,
+                        self.bucket,
+                        key,
+                        {"MetadataDirective": "REPLACE"},
+                        Config=self._transfer(),
+                    )
             except botocore_errors.ClientError as exc:
                 if code(exc) in NOT_THERE:
                     return False
@@ -132,8 +137,12 @@ class S3Store:
 
     def put_entry(self, scope: str, key: str, manifest: bytes) -> None:
         with self._translated("writing an entry"):
-            self._client.put_object(Bucket=self.bucket, Key=self._entry_key(scope, key),
-                                    Body=manifest, ContentType="application/json")  # fmt: skip
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=self._entry_key(scope, key),
+                Body=manifest,
+                ContentType="application/json",
+            )
 
     def get_entry(self, scope: str, key: str) -> bytes | None:
         return self._read(self._entry_key(scope, key), "reading an entry")
@@ -183,8 +192,9 @@ class S3Store:
                 for upload in page.get("Uploads", []):
                     if upload["Initiated"].timestamp() < cutoff:
                         with contextlib.suppress(botocore_errors.ClientError):  # done meanwhile
-                            self._client.abort_multipart_upload(Bucket=self.bucket,
-                                Key=upload["Key"], UploadId=upload["UploadId"])  # fmt: skip
+                            self._client.abort_multipart_upload(
+                                Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                            )
                             removed += 1
         found = self._entry_objects(None)
         for (scope, key, suffix), (last_use, _) in found.items():
@@ -197,9 +207,11 @@ class S3Store:
 
     def _transfer(self) -> TransferConfig:
         chunk = min(MULTIPART_CHUNK, max(self.multipart_threshold, 5 * 1024 * 1024))
-        return TransferConfig(multipart_threshold=self.multipart_threshold,
-                              multipart_chunksize=chunk,
-                              preferred_transfer_client="classic")  # fmt: skip
+        return TransferConfig(
+            multipart_threshold=self.multipart_threshold,
+            multipart_chunksize=chunk,
+            preferred_transfer_client="classic",
+        )
 
     def _read(self, key: str, what: str) -> bytes | None:
         """The object's bytes, None if there is none. A body cut off mid-read is

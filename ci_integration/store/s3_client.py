@@ -21,14 +21,29 @@ READ_TIMEOUT_SECONDS = 30.0  # the longest wait for a byte; retry.TIMEOUT_ENV se
 # The retry policy is retry.py's, not botocore's (which waits for no Retry-After but
 # its own header, and lets a hang cost every attempt a whole read timeout). Besides
 # HTTP statuses, S3 names what is worth another attempt with these codes:
-RETRY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
-                         "InternalError", "ServiceUnavailable"})  # fmt: skip
+RETRY_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
 # Packer threads upload side by side, a multipart upload with threads of its own.
 POOL_CONNECTIONS = 32
 
 NOT_THERE = {"NoSuchKey", "404", "NotFound"}
-REFUSED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-           "ExpiredToken", "InvalidToken", "AllAccessDisabled"}  # fmt: skip
+REFUSED = {
+    "AccessDenied",
+    "403",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
+}
 NO_CREDENTIALS = (botocore_errors.NoCredentialsError, botocore_errors.PartialCredentialsError)
 UNREACHABLE = (botocore_errors.ConnectionError, botocore_errors.HTTPClientError)
 TIMED_OUT = (botocore_errors.ReadTimeoutError, botocore_errors.ConnectTimeoutError)
@@ -95,8 +110,14 @@ class RetryPolicy:
         if self.gave_up:
             raise GaveUp(f"S3 stopped answering: {self.gave_up}; not tried again")
 
-    def retry_delay(self, attempts: int, response=None, caught_exception: Exception | None = None,
-                    request_dict: dict | None = None, **kwargs) -> float | None:  # fmt: skip
+    def retry_delay(
+        self,
+        attempts: int,
+        response=None,
+        caught_exception: Exception | None = None,
+        request_dict: dict | None = None,
+        **kwargs,
+    ) -> float | None:
         """Seconds to wait before attempt ``attempts + 1``, or None to give up. Called
         after every attempt; botocore's own policy, given one attempt, says None."""
         if isinstance(caught_exception, GaveUp):
@@ -107,8 +128,9 @@ class RetryPolicy:
             self.gave_up = f"{failed} after {attempts} attempts"
         return delay
 
-    def _delay(self, attempts: int, response, caught_exception: Exception | None,
-               request_dict: dict) -> float | None:  # fmt: skip
+    def _delay(
+        self, attempts: int, response, caught_exception: Exception | None, request_dict: dict
+    ) -> float | None:
         if attempts >= retry.MAX_ATTEMPTS:
             return None
         if caught_exception is not None:
@@ -162,20 +184,27 @@ def as_os_error(exc: BaseException, what: str, bucket: str, where: str) -> OSErr
         if error_code == "NoSuchBucket":
             return FileNotFoundError(f"S3 bucket {bucket!r} does not exist ({where})")
         if error_code in REFUSED:
-            return PermissionError(f"S3 refused {what} in {where}: {error_code}; check the "
-                                   "credentials and the bucket's policy")  # fmt: skip
+            return PermissionError(
+                f"S3 refused {what} in {where}: {error_code}; check the "
+                "credentials and the bucket's policy"
+            )
         metadata = exc.response.get("ResponseMetadata", {})
         status, retries = metadata.get("HTTPStatusCode", "?"), metadata.get("RetryAttempts", 0)
         tried = f", {retries + 1} attempts" if retries else ""
         return OSError(f"S3 failed {what} in {where}: {error_code} (HTTP {status}{tried})")
     if isinstance(exc, NO_CREDENTIALS):
-        return PermissionError(f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID "
-                               "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")  # fmt: skip
+        return PermissionError(
+            f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        )
     if isinstance(exc, TIMED_OUT):
-        return ConnectionError(f"S3 did not answer {what} in {where} ({type(exc).__name__}, "
-                               f"no answer in time, {retry.MAX_TIMEOUTS} attempts)")  # fmt: skip
+        return ConnectionError(
+            f"S3 did not answer {what} in {where} ({type(exc).__name__}, "
+            f"no answer in time, {retry.MAX_TIMEOUTS} attempts)"
+        )
     if isinstance(exc, UNREACHABLE):
         attempts = retry.MAX_ATTEMPTS
-        return ConnectionError(f"S3 did not answer {what} in {where} "
-                               f"({type(exc).__name__}, {attempts} attempts)")  # fmt: skip
+        return ConnectionError(
+            f"S3 did not answer {what} in {where} ({type(exc).__name__}, {attempts} attempts)"
+        )
     return OSError(f"S3 failed {what} in {where}: {type(exc).__name__}")

@@ -103,8 +103,9 @@ class ScopedStore:
         try:
             manifest = Manifest.from_json(data)
         except CorruptDataError as exc:
-            log.warning("ignoring cache entry %s in %s: %s", key or "(a family's newest)",
-                        scope, exc)  # fmt: skip
+            log.warning(
+                "ignoring cache entry %s in %s: %s", key or "(a family's newest)", scope, exc
+            )
             return None
         return manifest if manifest.scope == scope else None
 

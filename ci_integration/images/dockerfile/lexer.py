@@ -12,10 +12,26 @@ from ci_integration.images.dockerfile.model import Instruction
 
 INSTRUCTIONS = frozenset(
     {
-        "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
-        "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+        "ADD",
+        "ARG",
+        "CMD",
+        "COPY",
+        "ENTRYPOINT",
+        "ENV",
+        "EXPOSE",
+        "FROM",
+        "HEALTHCHECK",
+        "LABEL",
+        "MAINTAINER",
+        "ONBUILD",
+        "RUN",
+        "SHELL",
+        "STOPSIGNAL",
+        "USER",
+        "VOLUME",
+        "WORKDIR",
     }
-)  # fmt: skip
+)
 HEREDOC = re.compile(r"(\d*)<<(-?)([^<]*)")
 
 _HEREDOC_INSTRUCTIONS = frozenset({"RUN", "COPY", "ADD"})

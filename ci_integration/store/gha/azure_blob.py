@@ -34,8 +34,13 @@ class AzureBlob:
     def upload(self, url: str, payload: Payload) -> None:
         headers = {"x-ms-version": API_VERSION}
         if payload.size <= self.block_bytes:
-            self.transport.request("PUT", url, "uploading", data=payload.read(0, payload.size),
-                                   headers={**headers, "x-ms-blob-type": "BlockBlob"})  # fmt: skip
+            self.transport.request(
+                "PUT",
+                url,
+                "uploading",
+                data=payload.read(0, payload.size),
+                headers={**headers, "x-ms-blob-type": "BlockBlob"},
+            )
             return
         # Every id of a blob must be as long as the others.
         starts = range(0, payload.size, self.block_bytes)
@@ -45,15 +50,20 @@ class AzureBlob:
             start = starts[number]
             part = payload.read(start, min(self.block_bytes, payload.size - start))
             block_url = _with(url, f"comp=block&blockid={quote(ids[number], safe='')}")
-            self.transport.request("PUT", block_url, f"uploading block {number + 1}", data=part,
-                                   headers=headers)  # fmt: skip
+            self.transport.request(
+                "PUT", block_url, f"uploading block {number + 1}", data=part, headers=headers
+            )
 
         parallel([functools.partial(put_block, n) for n in range(len(starts))], UPLOAD_WORKERS)
         listing = "".join(f"<Latest>{xml.sax.saxutils.escape(i)}</Latest>" for i in ids)
         body = f'<?xml version="1.0" encoding="utf-8"?><BlockList>{listing}</BlockList>'
-        self.transport.request("PUT", _with(url, "comp=blocklist"), "committing the blocks",
-                               data=body.encode(),
-                               headers={**headers, "Content-Type": "application/xml"})  # fmt: skip
+        self.transport.request(
+            "PUT",
+            _with(url, "comp=blocklist"),
+            "committing the blocks",
+            data=body.encode(),
+            headers={**headers, "Content-Type": "application/xml"},
+        )
 
     def download(self, url: str, start: int = 0, length: int | None = None) -> bytes:
         # A body cut short raises in requests; what arrives is checked against its digest.

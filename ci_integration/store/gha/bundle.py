@@ -29,9 +29,15 @@ class Location:
         if not (isinstance(value, list) and len(value) == 3):
             raise CorruptDataError("an entry gives a malformed blob location")
         bundle, offset, size = value
-        if not (isinstance(bundle, str) and bundle.startswith(prefix) and len(bundle) <= 512
-                and isinstance(offset, int) and isinstance(size, int)
-                and offset >= 0 and size >= 0):  # fmt: skip
+        if not (
+            isinstance(bundle, str)
+            and bundle.startswith(prefix)
+            and len(bundle) <= 512
+            and isinstance(offset, int)
+            and isinstance(size, int)
+            and offset >= 0
+            and size >= 0
+        ):
             raise CorruptDataError("an entry gives a malformed blob location")
         return cls(bundle, offset, size)
 

@@ -37,23 +37,35 @@ class CachesApi:
         repository = env.get("GITHUB_REPOSITORY", "")
         self.problem = None
         if not token or repository.count("/") != 1:
-            self.problem = ("listing and deleting on gha:// go through GitHub's REST API: set "
-                            "GITHUB_TOKEN (a token with actions: write, e.g. ${{ github.token }}) "
-                            "and GITHUB_REPOSITORY")  # fmt: skip
+            self.problem = (
+                "listing and deleting on gha:// go through GitHub's REST API: set "
+                "GITHUB_TOKEN (a token with actions: write, e.g. ${{ github.token }}) "
+                "and GITHUB_REPOSITORY"
+            )
         base = env.get(API_URL_ENV) or "https://api.github.com"
         self.base = f"{base.rstrip('/')}/repos/{repository}/actions/caches"
-        self.transport = Transport(NAME, env, refused=REFUSED, policy=retry.DEFAULT,
-                                   secrets=[token], sleep=sleep)  # fmt: skip
-        self._headers = {"Authorization": f"Bearer {token}",
-                         "Accept": "application/vnd.github+json",
-                         "X-GitHub-Api-Version": "2022-11-28"}  # fmt: skip
+        self.transport = Transport(
+            NAME, env, refused=REFUSED, policy=retry.DEFAULT, secrets=[token], sleep=sleep
+        )
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
 
     def list(self, prefix: str) -> list[CacheRow]:
         """Every cache whose key starts with ``prefix``, of every ref."""
         rows: list[CacheRow] = []
         for page in range(1, MAX_PAGES + 1):
-            query = urllib.parse.urlencode({"key": prefix, "per_page": PAGE_SIZE, "page": page,
-                                            "sort": "created_at", "direction": "desc"})  # fmt: skip
+            query = urllib.parse.urlencode(
+                {
+                    "key": prefix,
+                    "per_page": PAGE_SIZE,
+                    "page": page,
+                    "sort": "created_at",
+                    "direction": "desc",
+                }
+            )
             document = self._call("GET", f"{self.base}?{query}", "listing caches").json()
             found = document.get("actions_caches") if isinstance(document, dict) else None
             if not isinstance(found, list):
@@ -70,17 +82,20 @@ class CachesApi:
     def _call(self, method: str, url: str, what: str, passed: set[int] | None = None):
         if self.problem:
             raise OSError(self.problem)
-        return self.transport.request(method, url, what, headers=self._headers,
-                                      passed=passed or ())  # fmt: skip
+        return self.transport.request(method, url, what, headers=self._headers, passed=passed or ())
 
 
 def _row(document: object) -> CacheRow | None:
     if not isinstance(document, dict):
         return None
     try:
-        return CacheRow(int(document["id"]), str(document["key"]), _time(document["created_at"]),
-                        _time(document.get("last_accessed_at") or document["created_at"]),
-                        int(document.get("size_in_bytes") or 0))  # fmt: skip
+        return CacheRow(
+            int(document["id"]),
+            str(document["key"]),
+            _time(document["created_at"]),
+            _time(document.get("last_accessed_at") or document["created_at"]),
+            int(document.get("size_in_bytes") or 0),
+        )
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -90,8 +90,9 @@ def unavailable(env: Mapping[str, str]) -> str | None:
     if missing:
         names = " or ".join(missing)
         version = " (v2)" if uses_v2(env) else ""
-        return (f"the GitHub Actions cache service{version} is not available: no {names}; "
-                f"{EXPORT_HINT}")  # fmt: skip
+        return (
+            f"the GitHub Actions cache service{version} is not available: no {names}; {EXPORT_HINT}"
+        )
     if urllib.parse.urlsplit(env[url_name]).scheme not in ("http", "https"):
         return f"{url_name} is not an http(s) URL"
     return None

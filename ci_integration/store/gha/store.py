@@ -161,11 +161,15 @@ class GhaStore:
             self._upload_spool()
             unknown = [b.digest for b in parsed.blobs if b.digest not in self._located]
             if unknown:
-                raise OSError(f"the entry names blob {unknown[0][:19]}, which this save "
-                              "did not store nor find")  # fmt: skip
+                raise OSError(
+                    f"the entry names blob {unknown[0][:19]}, which this save "
+                    "did not store nor find"
+                )
             locations = {b.digest: self._located[b.digest].to_json() for b in parsed.blobs}
-        document = json.dumps({"format": ENTRY_FORMAT, "manifest": manifest.decode(),
-                               "locations": locations}, separators=(",", ":")).encode()  # fmt: skip
+        document = json.dumps(
+            {"format": ENTRY_FORMAT, "manifest": manifest.decode(), "locations": locations},
+            separators=(",", ":"),
+        ).encode()
         self._store_new(_entry_prefix(scope, key), document)
         if parsed.family is not None:
             self._store_new(f"{FAMILY}{encode(scope)}:{parsed.family}:{encode(key)}", document)
@@ -207,17 +211,25 @@ class GhaStore:
         if self.api.problem:
             if not self._told_unlistable:
                 self._told_unlistable = True
-                log.warning("nothing listed, nothing pruned: %s. GitHub itself evicts entries "
-                            "unused for 7 days and the oldest beyond 10 GB a repository",
-                            self.api.problem)  # fmt: skip
+                log.warning(
+                    "nothing listed, nothing pruned: %s. GitHub itself evicts entries "
+                    "unused for 7 days and the oldest beyond 10 GB a repository",
+                    self.api.problem,
+                )
             return []
         found = []
         for (entry_scope, key), rows in self._entry_rows().items():
             if scope is None or entry_scope == scope:
                 newest = rows[0]
-                found.append(EntryInfo(entry_scope, key, newest.created,
-                                       max(row.last_used for row in rows),
-                                       sum(row.size for row in rows)))  # fmt: skip
+                found.append(
+                    EntryInfo(
+                        entry_scope,
+                        key,
+                        newest.created,
+                        max(row.last_used for row in rows),
+                        sum(row.size for row in rows),
+                    )
+                )
         return found
 
     def _listing(self) -> list[CacheRow]:
@@ -341,14 +353,21 @@ class GhaStore:
             doomed += [row for row, _ in rows if row is not kept]
         named = set().union(*self._entry_bundles.values())
         now = time.time()
-        doomed += [row for row in self._listing() if row.key.lower().startswith(BUNDLE)
-                   and row.key.lower() not in named
-                   and now - row.created > BUNDLE_GRACE_SECONDS]  # fmt: skip
+        doomed += [
+            row
+            for row in self._listing()
+            if row.key.lower().startswith(BUNDLE)
+            and row.key.lower() not in named
+            and now - row.created > BUNDLE_GRACE_SECONDS
+        ]
         for row in doomed:
             self.api.delete(row.id)
         if doomed:
-            log.info("removed %d superseded saves and unreferenced bundles (%d bytes)",
-                     len(doomed), sum(row.size for row in doomed))  # fmt: skip
+            log.info(
+                "removed %d superseded saves and unreferenced bundles (%d bytes)",
+                len(doomed),
+                sum(row.size for row in doomed),
+            )
         return len(doomed)
 
 

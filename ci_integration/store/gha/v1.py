@@ -41,9 +41,15 @@ class CacheClient:
         self.base = base.rstrip("/") + "/_apis/artifactcache/"
         self.host = urllib.parse.urlsplit(base).netloc or "nowhere"
         self._token = env.get(TOKEN_ENV, "")
-        self.transport = Transport(SERVICE_NAME, env, refused=REFUSED, policy=retry.GITHUB_CACHE,
-                                   secrets=[self._token], refusals=REFUSALS,
-                                   sleep=sleep)  # fmt: skip
+        self.transport = Transport(
+            SERVICE_NAME,
+            env,
+            refused=REFUSED,
+            policy=retry.GITHUB_CACHE,
+            secrets=[self._token],
+            refusals=REFUSALS,
+            sleep=sleep,
+        )
         self._headers = {"Accept": ACCEPT, "Authorization": f"Bearer {self._token}"}
 
     def lookup(self, key: str, version: str) -> Found | None:
@@ -69,19 +75,23 @@ class CacheClient:
                 "Content-Type": "application/octet-stream",
                 "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/*",
             }
-            self._call("PATCH", f"caches/{cache_id}", "uploading", data=chunk,
-                       headers=headers)  # fmt: skip
+            self._call("PATCH", f"caches/{cache_id}", "uploading", data=chunk, headers=headers)
 
         starts = range(0, payload.size, CHUNK_BYTES)
         parallel([functools.partial(upload, start) for start in starts], UPLOAD_WORKERS)
-        self._call("POST", f"caches/{cache_id}", "committing an upload",
-                   json={"size": payload.size})  # fmt: skip
+        self._call(
+            "POST", f"caches/{cache_id}", "committing an upload", json={"size": payload.size}
+        )
 
     def download(self, found: Found, start: int = 0, length: int | None = None) -> bytes:
         # Without the token: the location is another service (Azure storage on GitHub).
-        response = self.transport.request("GET", found.location, "downloading",
-                                          headers=ranged(start, length),
-                                          follow_redirects=True)  # fmt: skip
+        response = self.transport.request(
+            "GET",
+            found.location,
+            "downloading",
+            headers=ranged(start, length),
+            follow_redirects=True,
+        )
         return range_of(response, start, length, f"{self.transport.name} at {self.host}")
 
     def _reserve(self, key: str, version: str, size: int) -> int:
@@ -111,6 +121,11 @@ class CacheClient:
         if self.problem:
             raise OSError(self.problem)
         return self.transport.request(
-            method, self.base + resource, what, headers={**self._headers, **(headers or {})},
-            json=json, data=data, passed=passed or (),
-        )  # fmt: skip
+            method,
+            self.base + resource,
+            what,
+            headers={**self._headers, **(headers or {})},
+            json=json,
+            data=data,
+            passed=passed or (),
+        )

@@ -50,11 +50,19 @@ class TwirpCacheClient:
         # As GitHub's own client does: the service's path replaces any in the URL.
         self.base = urllib.parse.urljoin(base, f"/twirp/{SERVICE}/")
         token = env.get(TOKEN_ENV, "")
-        self.transport = Transport(SERVICE_NAME, env, refused=REFUSED, policy=retry.GITHUB_CACHE,
-                                   secrets=[token], refusals=REFUSALS, sleep=sleep)  # fmt: skip
+        self.transport = Transport(
+            SERVICE_NAME,
+            env,
+            refused=REFUSED,
+            policy=retry.GITHUB_CACHE,
+            secrets=[token],
+            refusals=REFUSALS,
+            sleep=sleep,
+        )
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        storage = Transport(STORAGE_NAME, env, refused=STORAGE_REFUSED,
-                            policy=retry.AZURE_STORAGE, sleep=sleep)  # fmt: skip
+        storage = Transport(
+            STORAGE_NAME, env, refused=STORAGE_REFUSED, policy=retry.AZURE_STORAGE, sleep=sleep
+        )
         self.blobs = AzureBlob(storage)
 
     def lookup(self, key: str, version: str) -> Found | None:
@@ -91,8 +99,10 @@ class TwirpCacheClient:
         answer = _document(self._call("FinalizeCacheEntryUpload", request, "committing an upload"))
         if not answer.get("ok"):
             message = " ".join(str(answer.get("message") or "").split())[:200]
-            raise OSError(f"the GitHub cache service at {self.host} did not commit the upload"
-                          + (f": {message}" if message else ""))  # fmt: skip
+            raise OSError(
+                f"the GitHub cache service at {self.host} did not commit the upload"
+                + (f": {message}" if message else "")
+            )
 
     def download(self, found: Found, start: int = 0, length: int | None = None) -> bytes:
         return self.blobs.download(found.location, start, length)
@@ -100,8 +110,14 @@ class TwirpCacheClient:
     def _call(self, method: str, request: dict, what: str, passed: set[int] | None = None):
         if self.problem:
             raise OSError(self.problem)
-        return self.transport.request("POST", self.base + method, what, headers=self._headers,
-                                      json=request, passed=passed or ())  # fmt: skip
+        return self.transport.request(
+            "POST",
+            self.base + method,
+            what,
+            headers=self._headers,
+            json=request,
+            passed=passed or (),
+        )
 
 
 def _document(response) -> dict:
