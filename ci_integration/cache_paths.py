@@ -214,7 +214,7 @@ def _below(folder: str, folders_only: bool) -> Iterator[str]:
 
 def _entries(folder: str) -> list[os.DirEntry[str]]:
     try:
-        with os.scandir(folder or ".") as entries:
+        with os.scandir(folder) as entries:
             return list(entries)
     except OSError:
         return []

@@ -166,13 +166,7 @@ def _ccache_folder(args: argparse.Namespace, env: Mapping[str, str]) -> CcacheFo
         args.ccache_key, values=keys.placeholder_values(job.branch, job.scope), cwd=Path.cwd()
     )
     store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
-    return CcacheFolder(
-        (Path.cwd() / args.ccache).resolve(),
-        key,
-        store,
-        strict=args.strict,
-        read_only=store.read_only,
-    )
+    return CcacheFolder((Path.cwd() / args.ccache).resolve(), key, store, strict=args.strict)
 
 
 def container_spec(

@@ -20,14 +20,11 @@ LOGICAL_PATH = "ccache"
 
 
 class CcacheFolder:
-    def __init__(
-        self, folder: Path, key: str, store: ScopedStore, *, strict: bool, read_only: bool
-    ) -> None:
+    def __init__(self, folder: Path, key: str, store: ScopedStore, *, strict: bool) -> None:
         self.folder = folder
         self.key = key
-        self.store = store
+        self.store = store  # a read-only job's store: the folder is restored, never saved
         self.strict = strict
-        self.read_only = read_only
         self.before = CcacheStats()
         self.this_run: CcacheStats | None = None
 
@@ -50,8 +47,8 @@ class CcacheFolder:
         """Report this run's hits and misses, then save the folder."""
         self.this_run = read_stats(self.folder) - self.before
         log.info("ccache this run: %s", self.this_run.describe())
-        if self.read_only:
-            log.info("not saving ccache: this job is read-only")
+        if self.store.read_only:
+            log.info("not saving ccache: this job is read-only (%s)", self.store.why)
         elif not any(path.is_file() for path in self.folder.rglob("*")):
             log.info("not saving ccache: %s holds no files (the stored entry stays)", self.folder)
         else:

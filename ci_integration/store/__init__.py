@@ -96,11 +96,12 @@ def open_job_store(
         raise UsageError(
             f"{CACHE_MODE_ENV} is {mode[:40]!r}: it may be read-only, write-only or read-write"
         )
-    read_only = bool(read_only_because) or mode in ("read-only", "read")
+    mode_read_only = mode in ("read-only", "read")
     write_only = mode in ("write-only", "write")
     reasons = [read_only_because] if read_only_because else []
-    if mode in ("read-only", "read", "write-only", "write"):
+    if mode_read_only or write_only:
         reasons.append(f"{CACHE_MODE_ENV} is {mode}")
+    read_only = bool(read_only_because) or mode_read_only
     why = "; ".join(reasons)
     return ScopedStore(
         store, scope_chain, read_only=read_only, write_only=write_only, why=why, journal=journal

@@ -153,7 +153,7 @@ def test_a_ccache_folder_left_empty_is_not_saved_over_the_stored_entry(workspace
     before = store_files(workspace / "store")
 
     store = open_job_store(None, env, ["branch-main"])
-    folder = CcacheFolder(ccache, "ccache-test", store, strict=True, read_only=False)
+    folder = CcacheFolder(ccache, "ccache-test", store, strict=True)
     assert folder.restore() == "exact"
     (ccache / "stats").unlink()
     folder.finish()
