@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from ci_integration import __version__, report
+from ci_integration import __version__, context, report
 from ci_integration.errors import CIIntegrationError, Interrupted, UsageError, found_behind
+from ci_integration.job import Job
 from ci_integration.store.gha.handoff import take_handed_env
 
 log = logging.getLogger(__name__)
@@ -69,14 +72,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return exc.code if isinstance(exc.code, int) else 0
     report.configure(env, verbose=args.debug)
     try:
-        os.getcwd()
+        cwd = Path(os.getcwd())
     except FileNotFoundError:
         log.error("the working folder is gone (deleted under this step): cd into one that exists")
         return UsageError.exit_code
     previous = _raise_on_termination()
     try:
         # The GitHub cache's variables, when export-cache-env handed them to this step.
-        return args.handler(args, take_handed_env(env))
+        env = take_handed_env(env)
+        job = Job(env, cwd, functools.partial(context.detect, env, cwd))
+        command: Callable[[argparse.Namespace, Job], int] = args.handler
+        return command(args, job)
     except KeyboardInterrupt:
         log.error("interrupted by SIGINT")
         return 130

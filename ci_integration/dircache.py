@@ -202,7 +202,7 @@ def restore(
     )
 
 
-def _same_paths(paths: Sequence[str]):
+def _same_paths(paths: Sequence[str]) -> Callable[[Manifest], bool]:
     return lambda manifest: manifest.metadata.get("paths") == list(paths)
 
 

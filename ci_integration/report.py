@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -204,7 +204,7 @@ class Progress:
         *,
         total: int | None = None,
         stream: TextIO | None = None,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
         every: float | None = None,
     ) -> None:
         self.label = label

@@ -9,7 +9,6 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from ci_integration import context, report
 from ci_integration.commands import options
@@ -30,8 +29,8 @@ from ci_integration.images.buildkit_cache import BuildKitCache
 from ci_integration.images.exports import Export
 from ci_integration.images.registry import RegistryCache
 from ci_integration.images.store_cache import StoreCache
+from ci_integration.job import Job
 from ci_integration.report import human_bytes
-from ci_integration.store import open_job_store
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +106,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    cwd = Path.cwd()
-    job = context.detect(env, cwd)
+def run(args: argparse.Namespace, job: Job) -> int:
+    env, cwd, ci = job.env, job.cwd, job.ci
     build_context = (cwd / args.context).resolve()
     if not build_context.is_dir():
         raise UsageError(f"build context {args.context} is not a folder")
@@ -120,10 +118,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         image=args.tag,
         target=args.target,
         build_args=_build_args(args.build_args, env),
-        labels=image_labels(job),
+        labels=image_labels(ci),
         exports=[Export.parse(text, cwd) for text in args.exports],
         strict=args.strict,
-        read_only=args.read_only or job.read_only,
+        read_only=args.read_only or ci.read_only,
         mount_cache=args.mount_cache,
         mount_exclude=args.mount_exclude,
         mount_helper_image=args.mount_helper_image,
@@ -138,9 +136,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         repository = split_reference(args.tag)[0]
         images: CacheBackend
         if args.registry:
-            images = RegistryCache(engine, args.registry, job.scope_chain)
+            images = RegistryCache(engine, args.registry, ci.scope_chain)
         else:
-            store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
+            store = job.store(args.store)
             if store.read_only and not options.read_only:
                 log.info("saving nothing: this job is read-only (%s)", store.why)
                 options = dataclasses.replace(options, read_only=True)
@@ -159,7 +157,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 args.tag,
                 builder.name,
                 cache.mechanism,
-                " > ".join(job.scope_chain),
+                " > ".join(ci.scope_chain),
             )
             chosen.append(cache)
             return Toolchain(builder, cache, facts)

@@ -13,16 +13,14 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
-from ci_integration import context, dircache, keys, report
+from ci_integration import dircache, keys, report
 from ci_integration.cache_paths import CachePaths, is_pattern
 from ci_integration.commands import options
 from ci_integration.errors import CacheError
+from ci_integration.job import Job
 from ci_integration.report import human_bytes
-from ci_integration.store import open_job_store, open_store
 from ci_integration.store.prune import prune
-from ci_integration.store.scoped import ScopedStore
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +106,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pruning.set_defaults(handler=prune_store)
 
 
-def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    job = context.detect(env, Path.cwd())
-    if job.read_only or args.read_only:
+def save(args: argparse.Namespace, job: Job) -> int:
+    if job.ci.read_only or args.read_only:
         reason = "--read-only" if args.read_only else "a pull request from a fork"
         log.info("not saving %s: this job is read-only (%s)", args.key, reason)
-        _emit({"saved": False, "key": args.key, "reason": "read-only"}, args, env)
+        _emit({"saved": False, "key": args.key, "reason": "read-only"}, args, job.env)
         return 0
     key, restore_keys = _render_keys(args, job)
     references = [*restore_keys, keys.literal_prefix(args.key)]
-    result = dircache.SaveResult(key, job.scope, saved=False)
-    paths = CachePaths.of(args.paths, env, Path.cwd())
+    result = dircache.SaveResult(key, job.ci.scope, saved=False)
+    paths = CachePaths.of(args.paths, job.env, job.cwd)
     names = paths.expand()
     with _cache_trouble(args.strict, f"not saved {key}"):
-        store = _scoped(args, job, env)
+        store = job.store(args.store)
         with store.store.lock(exclusive=False):
             result = dircache.save(
                 store,
@@ -148,22 +145,21 @@ def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             **({"reason": "empty"} if result.refused_empty else {}),
         },
         args,
-        env,
+        job.env,
     )
     return 0
 
 
-def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    job = context.detect(env, Path.cwd())
+def restore(args: argparse.Namespace, job: Job) -> int:
     key, restore_keys = _render_keys(args, job)
     result = dircache.RestoreResult("miss")
-    paths = CachePaths.of(args.paths, env, Path.cwd())
+    paths = CachePaths.of(args.paths, job.env, job.cwd)
     literal = [name for name in args.paths if not is_pattern(name)]
     paths.check_disjoint(literal)  # before the store is opened: a usage error is first
     if not args.merge:
         paths.refuse_replacing_cwd(literal)
     with _cache_trouble(args.strict, f"restored nothing for {key}"):
-        store = _scoped(args, job, env)
+        store = job.store(args.store)
         with store.store.lock(exclusive=False):
             result = dircache.restore(
                 store,
@@ -176,7 +172,7 @@ def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 merge=args.merge,
             )
     if result.hit == "miss":
-        log.info("cache miss for %s in %s", key, " > ".join(job.scope_chain))
+        log.info("cache miss for %s in %s", key, " > ".join(job.ci.scope_chain))
     elif args.lookup_only:
         log.info(
             "found %s in %s (%s hit): %d files, %s; not restored (--lookup-only)",
@@ -210,16 +206,16 @@ def restore(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "seconds": round(result.seconds, 3),
         },
         args,
-        env,
+        job.env,
     )
     if args.fail_on_miss and result.hit == "miss":
         raise CacheError(f"no cache entry for {key} (--fail-on-miss)")
     return 0
 
 
-def list_entries(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def list_entries(args: argparse.Namespace, job: Job) -> int:
     with _store_errors():
-        entries = open_store(args.store, env).list_entries(args.scope)
+        entries = job.backend(args.store).list_entries(args.scope)
     entries.sort(key=lambda e: (e.scope, e.key))
     if args.json:
         rows = [
@@ -238,20 +234,18 @@ def list_entries(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-def prune_store(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def prune_store(args: argparse.Namespace, job: Job) -> int:
     if args.max_size is None and args.max_age is None and args.keep_last is None:
         log.info("no --max-size, --max-age or --keep-last: removing only unreferenced blobs")
     protected = set(args.protect)
-    if not args.protect:
-        # By default the default branch's entries are kept: every job falls back to them.
-        job = context.detect(env, Path.cwd())
-        if job.default_branch:
-            protected.add(job.scope_chain[-1])
+    # By default the default branch's entries are kept: every job falls back to them.
+    if not args.protect and job.ci.default_branch:
+        protected.add(job.ci.scope_chain[-1])
     if protected:
         log.info("protected scopes: %s", ", ".join(sorted(protected)))
     with _store_errors():
         result = prune(
-            open_store(args.store, env),
+            job.backend(args.store),
             max_size=args.max_size,
             max_age=args.max_age,
             keep_last=args.keep_last,
@@ -278,7 +272,7 @@ def prune_store(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "kept_bytes": result.kept_bytes,
         },
         args,
-        env,
+        job.env,
     )
     return 0
 
@@ -297,17 +291,8 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
 
 
-def _render_keys(args: argparse.Namespace, job: context.CIContext) -> tuple[str, list[str]]:
-    values = keys.placeholder_values(job.branch, job.scope)
-    key = keys.render(args.key, values=values, cwd=Path.cwd())
-    restore_keys = [keys.render(p, values=values, cwd=Path.cwd()) for p in args.restore_keys]
-    return key, restore_keys
-
-
-def _scoped(
-    args: argparse.Namespace, job: context.CIContext, env: Mapping[str, str]
-) -> ScopedStore:
-    return open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
+def _render_keys(args: argparse.Namespace, job: Job) -> tuple[str, list[str]]:
+    return job.render_key(args.key), [job.render_key(prefix) for prefix in args.restore_keys]
 
 
 @contextlib.contextmanager

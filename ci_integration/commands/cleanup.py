@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Mapping
 
 from ci_integration import report
 from ci_integration.commands.cache import parse_duration
@@ -14,6 +13,7 @@ from ci_integration.containers import janitor
 from ci_integration.containers.cleanup import Policy, duration
 from ci_integration.engine.images import Engine
 from ci_integration.errors import EngineError
+from ci_integration.job import Job
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def run(args: argparse.Namespace, job: Job) -> int:
+    env = job.env
     policy = Policy(max_age=args.max_age, grace=args.grace)
     engine = Engine(env)
     statuses = janitor.BuildStatuses.from_env(env)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from collections.abc import Mapping
-from pathlib import Path
 
-from ci_integration import context, report
+from ci_integration import report
 from ci_integration.context import OVERRIDE_PREFIX
+from ci_integration.job import Job
 
 DERIVED = frozenset({"scope_chain"})
 
@@ -21,9 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    detected = context.detect(env, Path.cwd())
-    values = detected.as_dict()
+def run(args: argparse.Namespace, job: Job) -> int:
+    values = job.ci.as_dict()
     if args.shell:
         # The names are the override variables, so an eval'd context is read back as is.
         for name, value in values.items():
@@ -32,5 +30,5 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                     f"export {OVERRIDE_PREFIX}{name.upper()}={shlex.quote(report.as_text(value))}"
                 )
         return 0
-    report.emit(values, as_json=args.json, github_output=args.github_output, env=env)
+    report.emit(values, as_json=args.json, github_output=args.github_output, env=job.env)
     return 0

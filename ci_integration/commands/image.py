@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
-from pathlib import Path
 
-from ci_integration import context, keys, report
+from ci_integration import report
 from ci_integration.commands import options
 from ci_integration.engine.images import Engine
 from ci_integration.errors import CacheError, UsageError
 from ci_integration.images.layers import KIND, StoredImage, load_images, save_image
+from ci_integration.job import Job
 from ci_integration.report import human_bytes
-from ci_integration.store import open_job_store
 from ci_integration.store.scoped import ScopedStore
 
 log = logging.getLogger(__name__)
@@ -45,17 +43,16 @@ def entry_key(ref: str, key: str | None) -> str:
     return f"{key}/{ref}" if key else f"image:{ref}"
 
 
-def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    job = context.detect(env, Path.cwd())
+def save(args: argparse.Namespace, job: Job) -> int:
     if args.read_only:
         log.info("not saving %s: this job is read-only (--read-only)", ", ".join(args.images))
         return 0
     key = _render(args.key, job)
-    store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
+    store = job.store(args.store)
     if store.read_only:
         log.info("not saving %s: this job is read-only (%s)", ", ".join(args.images), store.why)
         return 0
-    engine = Engine(env)
+    engine = Engine(job.env)
     results = []
     try:
         with store.store.lock(exclusive=False):
@@ -91,16 +88,15 @@ def save(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         log.warning("images not saved: %s", exc)
     finally:
         engine.close()
-    report.emit({"images": results}, as_json=args.json, github_output=False, env=env)
+    report.emit({"images": results}, as_json=args.json, github_output=False, env=job.env)
     return 0
 
 
-def load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    job = context.detect(env, Path.cwd())
+def load(args: argparse.Namespace, job: Job) -> int:
     key = _render(args.key, job)
-    prefixes = [_render_text(prefix, job) for prefix in args.restore_keys]
-    store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
-    engine = Engine(env)
+    prefixes = [job.render_key(prefix) for prefix in args.restore_keys]
+    store = job.store(args.store)
+    engine = Engine(job.env)
     results = []
     try:
         with store.store.lock(exclusive=False):
@@ -145,7 +141,7 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     misses = [r["image"] for r in results if r["hit"] == "miss"]
     if misses:
         log.info("not in the store: %s", ", ".join(misses))
-    report.emit({"images": results}, as_json=args.json, github_output=False, env=env)
+    report.emit({"images": results}, as_json=args.json, github_output=False, env=job.env)
     if misses and args.fail_on_miss:
         raise CacheError(f"not in the store: {', '.join(misses)} (--fail-on-miss)")
     return 0
@@ -164,10 +160,5 @@ def _find(store: ScopedStore, ref: str, key: str | None, prefixes: list[str]) ->
     return StoredImage.of(match.manifest)
 
 
-def _render(template: str | None, job: context.CIContext) -> str | None:
-    return None if template is None else _render_text(template, job)
-
-
-def _render_text(template: str, job: context.CIContext) -> str:
-    values = keys.placeholder_values(job.branch, job.scope)
-    return keys.render(template, values=values, cwd=Path.cwd())
+def _render(template: str | None, job: Job) -> str | None:
+    return None if template is None else job.render_key(template)

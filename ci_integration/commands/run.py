@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ci_integration import context, keys
+from ci_integration import context
 from ci_integration.commands import options
 from ci_integration.containers import run as container_run
 from ci_integration.containers.ccache_mount import DEFAULT_MAX_SIZE, CcacheFolder
@@ -25,7 +25,7 @@ from ci_integration.containers.spec import ContainerSpec, unique_name, volume
 from ci_integration.engine import containers as engine_api
 from ci_integration.engine.images import Engine
 from ci_integration.errors import UsageError
-from ci_integration.store import open_job_store
+from ci_integration.job import Job
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    spec = container_spec(args, env, Path.cwd(), uid=os.getuid(), gid=os.getgid())
-    ccache = _ccache_folder(args, env) if args.ccache else None
+def run(args: argparse.Namespace, job: Job) -> int:
+    spec = container_spec(args, job, uid=os.getuid(), gid=os.getgid())
+    ccache = _ccache_folder(args, job) if args.ccache else None
     if ccache is not None:
         ccache.restore()
         spec = with_ccache(spec, ccache.folder, args.env)
     # Not in a `finally`: a run that never started (no engine, no image) made nothing,
     # and its empty folder must not replace the stored entry.
-    code = _run_container(args, env, spec)
+    code = _run_container(args, job.env, spec)
     if ccache is not None:
         ccache.finish()
     return code
@@ -160,41 +160,36 @@ def with_ccache(spec: ContainerSpec, folder: Path, requested: list[str]) -> Cont
     return dataclasses.replace(spec, env={**spec.env, **ccache_env}, volumes=volumes)
 
 
-def _ccache_folder(args: argparse.Namespace, env: Mapping[str, str]) -> CcacheFolder:
-    job = context.detect(env, Path.cwd())
-    key = keys.render(
-        args.ccache_key, values=keys.placeholder_values(job.branch, job.scope), cwd=Path.cwd()
-    )
-    store = open_job_store(args.store, env, job.scope_chain, job.read_only_reason)
-    return CcacheFolder((Path.cwd() / args.ccache).resolve(), key, store, strict=args.strict)
+def _ccache_folder(args: argparse.Namespace, job: Job) -> CcacheFolder:
+    key = job.render_key(args.ccache_key)
+    folder = (job.cwd / args.ccache).resolve()
+    return CcacheFolder(folder, key, job.store(args.store), strict=args.strict)
 
 
-def container_spec(
-    args: argparse.Namespace, env: Mapping[str, str], cwd: Path, *, uid: int, gid: int
-) -> ContainerSpec:
+def container_spec(args: argparse.Namespace, job: Job, *, uid: int, gid: int) -> ContainerSpec:
     if args.stop_timeout < 0:
         raise UsageError("--stop-timeout must be 0 or more seconds")
     if args.cpus is not None and args.cpus <= 0:
         raise UsageError("--cpus must be more than 0")
-    job = context.detect(env)
+    env, cwd, ci = job.env, job.cwd, job.ci
     workspace = Path(args.workspace or env.get("WORKSPACE") or env.get("GITHUB_WORKSPACE") or cwd)
     workspace = (cwd / workspace).resolve()
     if not workspace.is_dir():
         raise UsageError(f"the workspace {workspace} is not a folder")
     workdir = args.workdir or str(cwd if cwd.is_relative_to(workspace) else workspace)
     if args.user:
-        _warn_if_unkillable(args.user, uid, job)
+        _warn_if_unkillable(args.user, uid, ci)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     return ContainerSpec(
         image=args.image,
         command=command,
-        name=unique_name(job.job_name, job.build_id),
+        name=unique_name(ci.job_name, ci.build_id),
         user=args.user or f"{uid}:{gid}",
         workspace=str(workspace),
         workdir=workdir,
         env=container_env(_requested_env(args.env, env), env),
         labels=container_labels(
-            job, Owner.this_process(), datetime.datetime.now(datetime.timezone.utc), keep=args.keep
+            ci, Owner.this_process(), datetime.datetime.now(datetime.timezone.utc), keep=args.keep
         ),
         volumes=[volume(text) for text in args.volume],
         network=args.network,

@@ -20,7 +20,7 @@ import select
 import signal
 import threading
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import docker
 import requests
@@ -79,7 +79,7 @@ def run(
 
 @contextlib.contextmanager
 def _started(
-    api: docker.APIClient, spec: ContainerSpec, arguments: dict, stops: StopRequests
+    api: docker.APIClient, spec: ContainerSpec, arguments: dict[str, Any], stops: StopRequests
 ) -> Iterator[tuple[engine_api.OutputStream, requests.Response]]:
     """Create, attach, register the wait, start: any failure on the way (or a stop
     signal before the start) kills and removes the container before it goes on."""

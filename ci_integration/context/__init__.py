@@ -40,7 +40,7 @@ def detect(env: Mapping[str, str], cwd: Path | None = None) -> CIContext:
     else:
         context = CI_PROVIDERS[provider].detect(env)
         if cwd is not None and any(getattr(context, gap) is None for gap in _GAPS_GIT_CAN_FILL):
-            context = _fill_from_git(context, local.detect(env, cwd, warn=False))
+            context = _fill_from_git(context, local.detect(env, cwd, say_why=False))
     return apply_overrides(context, env)
 
 

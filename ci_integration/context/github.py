@@ -105,7 +105,7 @@ def _is_fork(pull: Mapping[str, Any], repository: str | None) -> bool:
         return True
     base_name = _dig(pull, "base", "repo", "full_name") or repository
     if base_name and head_repo.get("full_name"):
-        return head_repo["full_name"] != base_name
+        return bool(head_repo["full_name"] != base_name)
     return bool(head_repo.get("fork"))
 
 

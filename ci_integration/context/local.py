@@ -13,9 +13,12 @@ from ci_integration.errors import CommandError
 log = logging.getLogger(__name__)
 
 
-def detect(env: Mapping[str, str], cwd: Path, *, warn: bool = True) -> CIContext:
-    """``warn=False`` when git only fills gaps a CI left: its absence is no news there."""
-    git = _Git(env, cwd, log.warning if warn else log.debug)
+def detect(env: Mapping[str, str], cwd: Path, *, say_why: bool = True) -> CIContext:
+    """Without git, or outside a repository, the branch is unknown and the log says
+    why (in the debug log only with ``say_why=False``: where git only fills gaps a CI
+    left, its absence is no news). Not a warning: a command that keys nothing by
+    branch (``run``) has no use for it, and one that does reports the scope."""
+    git = _Git(env, cwd, log.info if say_why else log.debug)
     if not git.is_repository():
         return CIContext(provider=Provider.LOCAL)
     branch = git.output("symbolic-ref", "--quiet", "--short", "HEAD")

@@ -28,7 +28,8 @@ _NOT_FOUND_MARKERS = ("executable file not found", "no such file or directory")
 
 def create(api: docker.APIClient, name: str, arguments: dict[str, Any]) -> str:
     with engine_errors(f"creating container {name}"):
-        return api.create_container(name=name, **arguments)["Id"]
+        container_id: str = api.create_container(name=name, **arguments)["Id"]
+        return container_id
 
 
 class OutputStream(Protocol):
@@ -43,7 +44,8 @@ def attach_output(api: docker.APIClient, name: str) -> OutputStream:
     """The container's (stdout, stderr) chunks as they come; attached before the start,
     so no output is lost however fast the command is."""
     with engine_errors(f"attaching to {name}"):
-        return api.attach(name, stdout=True, stderr=True, stream=True, demux=True)
+        stream: OutputStream = api.attach(name, stdout=True, stderr=True, stream=True, demux=True)
+        return stream
 
 
 def begin_wait(api: docker.APIClient, name: str, condition: str) -> requests.Response:
@@ -55,7 +57,9 @@ def begin_wait(api: docker.APIClient, name: str, condition: str) -> requests.Res
     """
     with engine_errors(f"waiting for {name}"):
         url = api._url("/containers/{0}/wait", name)
-        response = api._post(url, params={"condition": condition}, stream=True, timeout=None)
+        response: requests.Response = api._post(
+            url, params={"condition": condition}, stream=True, timeout=None
+        )
         api._raise_for_status(response)
         return response
 
@@ -123,7 +127,8 @@ def discard(api: docker.APIClient, name: str) -> None:
 def list_ours(api: docker.APIClient, label_filter: str) -> list[dict[str, Any]]:
     """Every container, running or not, that carries ``label_filter`` (``NAME=VALUE``)."""
     with engine_errors("listing containers"):
-        return api.containers(all=True, filters={"label": label_filter})
+        found: list[dict[str, Any]] = api.containers(all=True, filters={"label": label_filter})
+        return found
 
 
 def userns_remapped(api: docker.APIClient) -> bool:

@@ -21,9 +21,13 @@ import concurrent.futures
 import dataclasses
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ci_integration import process
 from ci_integration.errors import CommandError, UsageError
+
+if TYPE_CHECKING:
+    import docker
 
 CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
 STAGE_IMAGES = "stage-images"
@@ -81,7 +85,7 @@ class FactsProbe:
     straight away, the client's three probes (each starts a Go program: ~0.15 s)
     run in threads meanwhile, so a build can restore while they run."""
 
-    def __init__(self, api, client: str, env: Mapping[str, str]) -> None:
+    def __init__(self, api: docker.APIClient, client: str, env: Mapping[str, str]) -> None:
         self.client = client
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
         self._client_version = self._pool.submit(client_version, client, env)
@@ -110,7 +114,7 @@ class FactsProbe:
         return self._facts
 
 
-def image_store(info: Mapping) -> str:
+def image_store(info: Mapping[str, Any]) -> str:
     """``containerd`` when ``docker info`` names the containerd snapshotter."""
     for pair in info.get("DriverStatus") or ():
         if len(pair) == 2 and pair[0] == "driver-type" and pair[1] == CONTAINERD_SNAPSHOTTER:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import docker
 import docker.errors
@@ -160,7 +161,8 @@ class _ChunkStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    # io.BufferedReader, the one caller, passes a memoryview; RawIOBase says any buffer.
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self._left:
             try:
                 self._left = memoryview(next(self._chunks))
@@ -177,7 +179,7 @@ def stream_reader(chunks: Iterable[bytes]) -> io.BufferedReader:
     return io.BufferedReader(_ChunkStream(chunks), buffer_size=4 * 1024 * 1024)
 
 
-def _pull_push_errors(messages: Iterable[dict]) -> str | None:
+def _pull_push_errors(messages: Iterable[dict[str, Any]]) -> str | None:
     for message in messages:
         if "error" in message:
             return str(message["error"])

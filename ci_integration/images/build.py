@@ -29,8 +29,9 @@ from ci_integration.engine.images import Engine, ImageInfo, split_reference
 from ci_integration.errors import BuildError, CacheError
 from ci_integration.images import dockerfile as dockerfiles
 from ci_integration.images.builders import Builder, BuildOutcome, BuildRequest, Step
-from ci_integration.images.context_hash import DockerIgnore, stage_keys
+from ci_integration.images.context_hash import stage_keys
 from ci_integration.images.dockerfile import Stage
+from ci_integration.images.dockerignore import DockerIgnore
 from ci_integration.images.exports import Export, export_path
 from ci_integration.images.mounts import MountCache, MountReport
 from ci_integration.images.stagefile import stage_dockerfile

@@ -29,7 +29,7 @@ import io
 import json
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ci_integration.archive.pack import Packer, fill_from
 from ci_integration.engine.images import stream_reader
@@ -57,7 +57,7 @@ class ExportedImage:
     diff_ids: list[str]
     layers: list[str]  # the sha256 (hex) of each layer file, in diff ID order
     packed: dict[str, tuple[list[int], int]]  # file sha256 -> (pieces, size)
-    index: dict | None  # the OCI index.json, when the engine wrote one
+    index: dict[str, Any] | None  # the OCI index.json, when the engine wrote one
     layout_files: dict[str, bytes]  # small files of the OCI layout, by path
 
 
@@ -74,7 +74,8 @@ def read_export(chunks: Iterable[bytes], packer: Packer) -> ExportedImage:
         for member in archive:
             if not member.isfile():
                 continue
-            source = archive.extractfile(member)
+            # typeshed says IO[bytes]; it is a tarfile.ExFileObject, an io.BufferedReader.
+            source = cast("io.BufferedIOBase | None", archive.extractfile(member))
             assert source is not None
             if member.size <= MAX_SMALL_MEMBER:
                 small[member.name] = source.read()
@@ -110,7 +111,7 @@ def read_export(chunks: Iterable[bytes], packer: Packer) -> ExportedImage:
     return ExportedImage(config, diff_ids, layers, packed, index, layout_files)
 
 
-def pack_file(source, size: int, packer: Packer) -> tuple[str, list[int]]:
+def pack_file(source: io.BufferedIOBase, size: int, packer: Packer) -> tuple[str, list[int]]:
     """``size`` bytes of ``source`` as pieces; their sha256 (hex) and piece indexes."""
     digest = hashlib.sha256()
     pieces: list[int] = []
@@ -139,7 +140,7 @@ class Loadable:
     config: bytes
     layers: Sequence[tuple[str, int]]
     tags: Sequence[str]
-    index: Mapping | None = None
+    index: Mapping[str, Any] | None = None
     layout_files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
 
 
@@ -167,8 +168,8 @@ def relabelled(image: Loadable, labels: Mapping[str, str], tags: Sequence[str]) 
 
 
 def _naming_config(
-    descriptor: Mapping, files: dict[str, bytes], old_config: str, config: bytes
-) -> dict | None:
+    descriptor: Mapping[str, Any], files: dict[str, bytes], old_config: str, config: bytes
+) -> dict[str, Any] | None:
     """The descriptor of a copy of the manifest or index ``descriptor`` names, in which
     the manifest of config ``old_config`` names ``config`` instead (the copies added to
     ``files``); None when none of it names ``old_config``."""
@@ -242,7 +243,7 @@ def oci_layout(images: Sequence[Loadable], layers: LayerFiles) -> Iterator[Buffe
     yield _END
 
 
-def _top_descriptor(image: Loadable) -> tuple[dict, list[tuple[str, bytes]]]:
+def _top_descriptor(image: Loadable) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
     """The descriptor index.json names the image by, and the small files it needs."""
     if image.index is not None:
         (top,) = image.index["manifests"]

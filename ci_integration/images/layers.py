@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from ci_integration.archive.pack import Packer, known_pieces, pack_fetcher
 from ci_integration.archive.read import PieceReader
@@ -95,7 +96,7 @@ def save_image(
     ref: str,
     key: str,
     earlier: Sequence[StoredImage] = (),
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
     also: Sequence[Manifest] = (),
 ) -> ImageTransfer:
     """Save image ``ref`` under ``key``; pieces held by ``earlier`` entries (and by the

@@ -1,12 +1,14 @@
-"""Cache stores: where blobs and entries live. ``open_store`` picks the backend by URL."""
+"""Cache stores: where blobs and entries live. ``open_store`` picks the backend by URL;
+``job_view`` is the store as one job sees it."""
 
 from __future__ import annotations
 
 import logging
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ci_integration.errors import UsageError
 from ci_integration.store.base import Store
@@ -14,7 +16,10 @@ from ci_integration.store.journal import Journal, state_dir
 from ci_integration.store.local import LocalStore
 from ci_integration.store.scoped import ScopedStore
 
-__all__ = ["ScopedStore", "Store", "default_store_dir", "open_job_store", "open_store"]
+if TYPE_CHECKING:
+    from ci_integration.context import CIContext
+
+__all__ = ["ScopedStore", "Store", "default_store_dir", "job_view", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +48,22 @@ def default_store_dir(env: Mapping[str, str]) -> Path:
     raise UsageError(f"no cache location: set {CACHE_DIR_ENV} or pass --store file://DIR")
 
 
-def open_store(url: str | None, env: Mapping[str, str]) -> Store:
-    """The store named by ``url`` (else $CI_INTEGRATION_STORE, else the local default);
-    the command says which, once."""
-    store = _open(url, env)
+def open_store(
+    url: str | None,
+    env: Mapping[str, str],
+    job_context: Callable[[], CIContext] | None = None,
+) -> Store:
+    """The store named by ``url`` (else $CI_INTEGRATION_STORE, else the local default),
+    said once in the log. ``job_context`` gives the job's CI context, which the
+    jenkins:// store needs to know which builds to read."""
+    store = _open(url, env, job_context)
     log.info("cache store: %s", store.description)
     return store
 
 
-def _open(url: str | None, env: Mapping[str, str]) -> Store:
+def _open(
+    url: str | None, env: Mapping[str, str], job_context: Callable[[], CIContext] | None
+) -> Store:
     url = url or env.get(STORE_ENV) or ""
     if not url:
         return LocalStore(default_store_dir(env))
@@ -73,23 +85,22 @@ def _open(url: str | None, env: Mapping[str, str]) -> Store:
 
         return GhaStore(env)
     if parsed.scheme == "jenkins":
-        return _jenkins_store(url, env)
+        return _jenkins_store(url, env, job_context)
     raise UsageError(
         f"unsupported store URL scheme {parsed.scheme!r} in {_safe(url)}: "
         "use file://DIR, s3://BUCKET/PREFIX, oci://HOST/REPOSITORY, gha:// or jenkins://"
     )
 
 
-def open_job_store(
-    url: str | None,
+def job_view(
+    store: Store,
     env: Mapping[str, str],
     scope_chain: Sequence[str],
     read_only_because: str = "",
 ) -> ScopedStore:
-    """The store as a job sees it: its scope chain, read-only where the job is (for
+    """``store`` as a job sees it: its scope chain, read-only where the job is (for
     ``read_only_because``, or by $ACTIONS_CACHE_MODE), and its restores remembered (so
     a later save of the job references their pieces whatever its key)."""
-    store = open_store(url, env)
     journal = Journal(state_dir(env), store.description)
     mode = env.get(CACHE_MODE_ENV, "").strip().lower().replace("_", "-")
     if mode not in ("", "read-write", "read-only", "read", "write-only", "write"):
@@ -143,7 +154,9 @@ def _oci_store(url: str, env: Mapping[str, str]) -> Store:
     return OCIStore(parsed.netloc, repository, env)
 
 
-def _jenkins_store(url: str, env: Mapping[str, str]) -> Store:
+def _jenkins_store(
+    url: str, env: Mapping[str, str], job_context: Callable[[], CIContext] | None
+) -> Store:
     parsed = urllib.parse.urlsplit(url)
     folder = parsed.path.removeprefix("/") or None
     if (
@@ -159,13 +172,14 @@ def _jenkins_store(url: str, env: Mapping[str, str]) -> Store:
         )
     if not env.get("WORKSPACE"):
         raise UsageError("the jenkins:// store writes into the build's workspace: no WORKSPACE")
-    from ci_integration import context
+    if job_context is None:
+        raise TypeError("the jenkins:// store is opened for a job: pass its context")
     from ci_integration.store.jenkins import DEFAULT_FOLDER, JenkinsStore
     from ci_integration.store.jenkins_client import JenkinsClient
     from ci_integration.store.jenkins_jobs import jobs_by_scope
 
-    # The job's scope chain, as the command detects it, decides which jobs are read.
-    job = context.detect(env, Path.cwd())
+    # The job's scope chain decides which jobs are read.
+    job = job_context()
     client = JenkinsClient(env["JENKINS_URL"], env) if env.get("JENKINS_URL") else None
     return JenkinsStore(
         Path(env["WORKSPACE"]), folder or DEFAULT_FOLDER, job.scope, jobs_by_scope(job, env), client

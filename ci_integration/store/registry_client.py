@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 import docker.auth
 import docker.errors
@@ -109,7 +110,7 @@ class RegistryClient:
         expect: Collection[int],
         absent: Collection[int] = (404,),
         transient_codes: Collection[str] = (),
-        **kwargs,
+        **kwargs: Any,
     ) -> requests.Response | None:
         """The response if its status is in ``expect``, None if in ``absent``; any other
         answer raises a one-line OSError. ``transient_codes``: registry error codes
@@ -122,7 +123,7 @@ class RegistryClient:
         raise self._failure(method, response, what, attempts)
 
     def _send(
-        self, method: str, url: str, what: str, transient_codes: Collection[str], **kwargs
+        self, method: str, url: str, what: str, transient_codes: Collection[str], **kwargs: Any
     ) -> tuple[requests.Response, int]:
         """The answer, and how many attempts it took."""
         if self._gave_up:

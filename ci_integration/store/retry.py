@@ -20,6 +20,7 @@ import random
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import requests
 import requests.adapters
@@ -130,7 +131,7 @@ def send(
     timeout: tuple[float, float],
     policy: Policy = DEFAULT,
     sleep: Callable[[float], None] = time.sleep,
-    **kwargs,
+    **kwargs: Any,
 ) -> tuple[requests.Response, Attempts]:
     """The first answer not worth another attempt (it may be an error status: the
     caller judges it), and the attempts it took. Unanswered when every attempt met a

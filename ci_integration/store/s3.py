@@ -29,6 +29,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 from botocore import exceptions as botocore_errors
@@ -226,7 +227,8 @@ class S3Store:
                         return None
                     raise
                 try:
-                    return response["Body"].read()
+                    body: bytes = response["Body"].read()
+                    return body
                 except _BODY_CUT as exc:
                     # A body that stopped coming costs a whole read timeout a time.
                     timeouts += isinstance(exc, botocore_errors.ReadTimeoutError)
@@ -238,7 +240,7 @@ class S3Store:
         with self._translated(what):
             self._client.delete_object(Bucket=self.bucket, Key=key)
 
-    def _list(self, prefix: str, what: str) -> Iterator[dict]:
+    def _list(self, prefix: str, what: str) -> Iterator[dict[str, Any]]:
         with self._translated(what):
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):

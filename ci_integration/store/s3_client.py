@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import boto3
 from boto3.exceptions import Boto3Error
@@ -61,7 +62,7 @@ def endpoint_from(env: Mapping[str, str]) -> str | None:
     return None
 
 
-def make_client(env: Mapping[str, str], endpoint: str | None):  # -> a botocore S3 client
+def make_client(env: Mapping[str, str], endpoint: str | None) -> Any:  # a botocore S3 client
     """A client made from the job's environment mapping, not from the process's."""
     session = boto3.session.Session(
         aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
@@ -106,17 +107,17 @@ class RetryPolicy:
     def __init__(self) -> None:
         self.gave_up = ""
 
-    def refuse_once_given_up(self, **kwargs) -> None:
+    def refuse_once_given_up(self, **kwargs: Any) -> None:
         if self.gave_up:
             raise GaveUp(f"S3 stopped answering: {self.gave_up}; not tried again")
 
     def retry_delay(
         self,
         attempts: int,
-        response=None,
+        response: Any = None,  # botocore's (http response, parsed) or None
         caught_exception: Exception | None = None,
-        request_dict: dict | None = None,
-        **kwargs,
+        request_dict: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> float | None:
         """Seconds to wait before attempt ``attempts + 1``, or None to give up. Called
         after every attempt; botocore's own policy, given one attempt, says None."""
@@ -129,7 +130,11 @@ class RetryPolicy:
         return delay
 
     def _delay(
-        self, attempts: int, response, caught_exception: Exception | None, request_dict: dict
+        self,
+        attempts: int,
+        response: Any,
+        caught_exception: Exception | None,
+        request_dict: dict[str, Any],
     ) -> float | None:
         if attempts >= retry.MAX_ATTEMPTS:
             return None
@@ -149,7 +154,7 @@ class RetryPolicy:
         return retry.wait_after_refusal(attempts, response[0].headers)
 
 
-def _retryable(response) -> bool:
+def _retryable(response: tuple[Any, object] | None) -> bool:
     if response is None:
         return False
     http, parsed = response
@@ -157,7 +162,7 @@ def _retryable(response) -> bool:
     return http.status_code in retry.RETRY_STATUSES or error_code in RETRY_CODES
 
 
-def _status(response) -> str:
+def _status(response: tuple[Any, object]) -> str:
     return f"HTTP {response[0].status_code}"
 
 

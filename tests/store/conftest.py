@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from ci_integration import context
 from ci_integration.store import Store, open_store
 from ci_integration.store.base import digest_of
 from tests.store.gha_backends import (  # noqa: F401 (fixtures the gha backends use)
@@ -50,7 +52,8 @@ class Backend:
     can_list: bool = True
 
     def open(self) -> Store:
-        store = open_store(self.url, self.env)
+        # The job's context, which the jenkins:// store asks for to find its builds.
+        store = open_store(self.url, self.env, functools.partial(context.detect, self.env))
         return self.faults(store) if self.faults else store
 
 

@@ -8,17 +8,18 @@ time, exit 3 with --strict), the token never shown, and bad URLs refused."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
 
 import pytest
 
-from ci_integration import dircache
+from ci_integration import context, dircache
 from ci_integration.cli import main
 from ci_integration.context.model import CIContext, Provider
 from ci_integration.store import open_store
-from ci_integration.store.jenkins import DEFAULT_FOLDER
+from ci_integration.store.jenkins import DEFAULT_FOLDER, JenkinsStore
 from ci_integration.store.jenkins_jobs import item_name, job_url_path, jobs_by_scope
 from ci_integration.store.manifest import Manifest
 from ci_integration.store.scoped import ScopedStore
@@ -26,6 +27,14 @@ from tests.store import jenkins_front
 from tests.store.jenkins_backends import JENKINS_TOKEN, JENKINS_USER, jenkins_env
 from tests.support.loopback_http import closed_port_url
 from tests.unit.test_dircache import make_tree, snapshot
+
+
+def open_jenkins_store(env: dict[str, str]) -> JenkinsStore:
+    """The jenkins:// store as a job of ``env`` opens it."""
+    store = open_store("jenkins://", env, functools.partial(context.detect, env))
+    assert isinstance(store, JenkinsStore)
+    return store
+
 
 FEATURE = {"JOB_NAME": "proj/feature%2Fx", "BRANCH_NAME": "feature/x"}
 MAIN = {"JOB_NAME": "proj/main", "BRANCH_NAME": "main", "BRANCH_IS_PRIMARY": "true"}
@@ -155,7 +164,7 @@ def test_the_build_number_is_pinned_for_the_whole_restore(builds, tmp_path):
     _, first = builds.run(MAIN, "save", "k", content="build 5")
     builds.archive(MAIN, 5, first)
     workspace, asked_before = tmp_path / "reader", len(builds.front.requests)
-    store = open_store("jenkins://", jenkins_env(builds.front.url, workspace, **FEATURE))
+    store = open_jenkins_store(jenkins_env(builds.front.url, workspace, **FEATURE))
     scoped = ScopedStore(store, [store.own_scope, "branch-main"])
     assert scoped.read_entry("branch-main", "k", "directory") is not None
     # Build 6 finishes meanwhile, with nothing archived.
@@ -172,7 +181,7 @@ def test_a_save_writes_every_blob_its_entry_names_into_the_folder(builds, tmp_pa
     _, first = builds.run(MAIN, "save", "image:base", content="base")
     builds.archive(MAIN, 1, first)
     workspace = tmp_path / "feature"
-    store = open_store("jenkins://", jenkins_env(builds.front.url, workspace, **FEATURE))
+    store = open_jenkins_store(jenkins_env(builds.front.url, workspace, **FEATURE))
     scoped = ScopedStore(store, [store.own_scope, "branch-main"])
     earlier = scoped.read_entry("branch-main", "image:base", "directory")
     # The same blobs under a new key in this job's scope, as an unchanged image is recorded.
@@ -222,7 +231,7 @@ def test_jenkins_in_trouble_is_a_miss_with_a_warning_in_bounded_time(builds, fau
 def test_a_later_call_does_not_wait_for_a_jenkins_that_did_not_answer(front, tmp_path):
     front.delay_seconds = 3
     env = jenkins_env(front.url, tmp_path, **PULL_REQUEST, CI_INTEGRATION_STORE_TIMEOUT="0.3")
-    store = open_store("jenkins://", env)
+    store = open_jenkins_store(env)
     started = time.monotonic()
     for scope in store.jobs:
         with pytest.raises(OSError, match=r"no answer within|given up for this job"):
@@ -250,7 +259,7 @@ def test_a_job_that_may_not_write_restores_and_says_it_does_not_save(builds):
 def test_without_jenkins_url_only_the_folder_is_read(tmp_path, base_env, caplog):
     env = {**base_env, **jenkins_env("", tmp_path, **FEATURE)}
     del env["JENKINS_URL"]
-    store = open_store("jenkins://", env)
+    store = open_jenkins_store(env)
     assert store.client is None and store.get_entry("branch-main", "k") is None
     assert "restoring only from" in caplog.text
 

@@ -141,8 +141,11 @@ def test_run_ccache_without_an_engine_leaves_the_stored_entry_as_it_was(
 def test_a_ccache_folder_left_empty_is_not_saved_over_the_stored_entry(workspace, base_env):
     """The container ran but left the folder empty (its compiles wiped it, or never
     used it): the stored entry stays."""
+    import functools
+
+    from ci_integration import context
     from ci_integration.containers.ccache_mount import CcacheFolder
-    from ci_integration.store import open_job_store
+    from ci_integration.job import Job
 
     env = {**base_env, "JENKINS_URL": "https://ci.example.com/", "BRANCH_NAME": "main",
            "CI_INTEGRATION_CACHE_DIR": str(workspace / "store")}  # fmt: skip
@@ -152,7 +155,7 @@ def test_a_ccache_folder_left_empty_is_not_saved_over_the_stored_entry(workspace
     assert main(["cache", "save", "--key", "ccache-test", "ccache"], env=env) == 0
     before = store_files(workspace / "store")
 
-    store = open_job_store(None, env, ["branch-main"])
+    store = Job(env, workspace, functools.partial(context.detect, env)).store(None)
     folder = CcacheFolder(ccache, "ccache-test", store, strict=True)
     assert folder.restore() == "exact"
     (ccache / "stats").unlink()

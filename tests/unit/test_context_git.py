@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -81,13 +82,15 @@ def test_repository_without_commits(tmp_path, base_env):
     assert (context.branch, context.commit) == ("start", None)
 
 
-def test_not_a_repository_warns(tmp_path, base_env, caplog):
+def test_not_a_repository_is_said(tmp_path, base_env, caplog):
+    caplog.set_level(logging.INFO)
     context = detect({**base_env, "GIT_CEILING_DIRECTORIES": str(tmp_path)}, tmp_path)
     assert context.branch is None and context.scope == "detached"
     assert "not in a git repository" in caplog.text
 
 
-def test_git_missing_warns(tmp_path, caplog):
+def test_git_missing_is_said(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     context = detect({"PATH": str(tmp_path)}, tmp_path)
     assert context.provider is Provider.LOCAL and context.branch is None
     assert "git is not available" in caplog.text

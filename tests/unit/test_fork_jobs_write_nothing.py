@@ -4,6 +4,7 @@ to ask; each command that writes is run here as such a job, on a real store."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from ci_integration import context
 from ci_integration.errors import CacheError, CorruptDataError
-from ci_integration.store import open_job_store
+from ci_integration.job import Job
 from ci_integration.store.local import LocalStore
 from ci_integration.store.manifest import Manifest
 from ci_integration.store.scoped import ScopedStore
@@ -51,15 +53,21 @@ def test_a_read_only_store_refuses_uploads_and_entries_and_keeps_what_it_finds(t
     assert stored_files(tmp_path / "store") == before
 
 
+def job_of(env: dict[str, str], cwd: Path) -> Job:
+    """The job as the command line makes it."""
+    return Job(env, cwd, functools.partial(context.detect, env, cwd))
+
+
 def test_the_job_store_of_a_fork_is_read_only_whatever_the_cache_mode(tmp_path):
-    env = {"CI_INTEGRATION_CACHE_DIR": str(tmp_path / "store"), "HOME": str(tmp_path),
+    env = {**FORK, "CI_INTEGRATION_CACHE_DIR": str(tmp_path / "store"), "HOME": str(tmp_path),
            "ACTIONS_CACHE_MODE": "write-only"}  # fmt: skip
-    store = open_job_store(None, env, ["pr-9"], "a pull request from a fork")
+    store = job_of(env, tmp_path).store(None)
     # Reading is GitHub's to allow: a write-only fork job neither reads nor writes.
     assert (store.read_only, store.write_only, store.why) == (
         True, True, "a pull request from a fork; ACTIONS_CACHE_MODE is write-only",
     )  # fmt: skip
-    assert not open_job_store(None, {**env, "ACTIONS_CACHE_MODE": ""}, ["pr-9"]).read_only
+    same_repository = {**env, "ACTIONS_CACHE_MODE": "", "CI_INTEGRATION_IS_FORK": "false"}
+    assert not job_of(same_repository, tmp_path).store(None).read_only
 
 
 def test_a_fork_job_saves_no_folder(tmp_path, base_env):

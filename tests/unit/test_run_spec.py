@@ -4,16 +4,19 @@ create arguments, with no engine: the uid mapping, the workspace, the killer var
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 
 import docker
 import docker.types
 import pytest
 
+from ci_integration import context
 from ci_integration.commands import run as run_command
 from ci_integration.containers import labels as names
 from ci_integration.containers.spec import create_arguments, device_requests, unique_name
 from ci_integration.errors import UsageError
+from ci_integration.job import Job
 
 # A client that never connects: create_host_config only needs the API version.
 OFFLINE_API = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")
@@ -32,7 +35,8 @@ def workspace(tmp_path):
 
 
 def spec_of(argv, env, cwd, uid=1000, gid=1001):
-    return run_command.container_spec(parse(*argv), env, cwd, uid=uid, gid=gid)
+    job = Job(env, cwd, functools.partial(context.detect, env, cwd))
+    return run_command.container_spec(parse(*argv), job, uid=uid, gid=gid)
 
 
 def test_defaults_map_the_callers_uid_and_mount_the_workspace(workspace):

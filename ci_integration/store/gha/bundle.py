@@ -20,7 +20,7 @@ class Location:
     offset: int
     size: int
 
-    def to_json(self) -> list:
+    def to_json(self) -> list[str | int]:
         return [self.bundle, self.offset, self.size]
 
     @classmethod

@@ -10,9 +10,13 @@ import dataclasses
 import datetime
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from ci_integration.store import retry
 from ci_integration.store.http import Transport
+
+if TYPE_CHECKING:
+    import requests
 
 API_URL_ENV = "GITHUB_API_URL"
 TOKEN_ENVS = ("GITHUB_TOKEN", "GH_TOKEN")
@@ -79,7 +83,9 @@ class CachesApi:
         """Delete one cache; one already gone is no failure."""
         self._call("DELETE", f"{self.base}/{cache_id}", "deleting a cache", passed={404})
 
-    def _call(self, method: str, url: str, what: str, passed: set[int] | None = None):
+    def _call(
+        self, method: str, url: str, what: str, passed: set[int] | None = None
+    ) -> requests.Response:
         if self.problem:
             raise OSError(self.problem)
         return self.transport.request(method, url, what, headers=self._headers, passed=passed or ())

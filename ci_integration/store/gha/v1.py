@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from ci_integration.store import retry
 from ci_integration.store.gha.service import (
@@ -23,6 +24,9 @@ from ci_integration.store.gha.service import (
     unavailable,
 )
 from ci_integration.store.http import Transport, http_url, parallel, range_of, ranged
+
+if TYPE_CHECKING:
+    import requests
 
 ACCEPT = "application/json;api-version=6.0-preview.1"
 # As the official client: chunks of 32 MiB, four at a time.
@@ -117,7 +121,7 @@ class CacheClient:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         passed: set[int] | None = None,
-    ):
+    ) -> requests.Response:
         if self.problem:
             raise OSError(self.problem)
         return self.transport.request(

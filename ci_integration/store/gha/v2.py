@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ci_integration.store import retry
 from ci_integration.store.gha.azure_blob import REFUSED as STORAGE_REFUSED
@@ -34,6 +35,9 @@ from ci_integration.store.gha.service import (
     unavailable,
 )
 from ci_integration.store.http import Transport, explain, http_url
+
+if TYPE_CHECKING:
+    import requests
 
 SERVICE = "github.actions.results.api.v1.CacheService"
 SERVICE_NAME = "GitHub cache service"
@@ -107,7 +111,9 @@ class TwirpCacheClient:
     def download(self, found: Found, start: int = 0, length: int | None = None) -> bytes:
         return self.blobs.download(found.location, start, length)
 
-    def _call(self, method: str, request: dict, what: str, passed: set[int] | None = None):
+    def _call(
+        self, method: str, request: dict[str, Any], what: str, passed: set[int] | None = None
+    ) -> requests.Response:
         if self.problem:
             raise OSError(self.problem)
         return self.transport.request(
@@ -120,7 +126,7 @@ class TwirpCacheClient:
         )
 
 
-def _document(response) -> dict:
+def _document(response: requests.Response) -> dict[str, Any]:
     try:
         document = response.json()
     except ValueError:
@@ -128,7 +134,7 @@ def _document(response) -> dict:
     return document if isinstance(document, dict) else {}
 
 
-def _field(document: dict, name: str) -> object:
+def _field(document: dict[str, Any], name: str) -> object:
     """A field by its proto name, or by the lowerCamelCase name proto3 JSON also allows."""
     if name in document:
         return document[name]
