@@ -16,7 +16,7 @@ from ci_integration.archive.walk import scan
 from ci_integration.errors import CorruptDataError
 from ci_integration.report import Progress
 from ci_integration.store.manifest import BlobRef, Manifest
-from ci_integration.store.scoped import ScopedStore
+from ci_integration.store.scoped import Hit, ScopedStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class SaveResult:
 
 @dataclasses.dataclass
 class RestoreResult:
-    hit: str  # exact, partial or miss
+    hit: Hit
     key: str | None = None
     scope: str | None = None
     files: int = 0
@@ -154,7 +154,7 @@ def restore(
     started = time.monotonic()
     match = store.find(key, restore_keys, kind=KIND, accept=_same_paths(paths))
     if match is None:
-        return RestoreResult("miss", seconds=time.monotonic() - started)
+        return RestoreResult(Hit.MISS, seconds=time.monotonic() - started)
     manifest = match.manifest
     if lookup_only:
         return RestoreResult(

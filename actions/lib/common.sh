@@ -28,24 +28,9 @@ add_switch() {
   esac
 }
 
-# The store: the action's input, else $CI_INTEGRATION_STORE (the CLI reads it), else
-# the GitHub cache when the job has its service (v2 on github.com, v1 on GitHub
-# Enterprise Server and act), else the CLI's local default.
+# The action's store input, when set. Without it the CLI picks the store
+# (`ci-integration context --default-store`): $CI_INTEGRATION_STORE, else the GitHub
+# cache when export-cache-env handed its service over, else a local folder.
 add_store() {
-  local service_url="${ACTIONS_CACHE_URL:-}" v2="${ACTIONS_CACHE_SERVICE_V2:-}"
-  if [[ "${v2,,}" =~ ^[[:space:]]*(true|1)[[:space:]]*$ ]]; then
-    service_url="${ACTIONS_RESULTS_URL:-}"
-  fi
-  if [[ -n "${INPUT_STORE:-}" ]]; then
-    args+=(--store "$INPUT_STORE")
-  elif [[ -n "${CI_INTEGRATION_STORE:-}" ]]; then
-    :
-  elif [[ -n "$service_url" && -n "${ACTIONS_RUNTIME_TOKEN:-}" ]]; then
-    args+=(--store gha://)
-  elif [[ "${CI_INTEGRATION_CACHE_SERVICE:-}" == v[12] ]]; then
-    # export-cache-env handed the service over in a file the CLI reads.
-    args+=(--store gha://)
-  else
-    echo "::notice::no GitHub cache service in this job: caching in a local folder, which only a self-hosted runner keeps (set the store input)"
-  fi
+  add_option --store "${INPUT_STORE:-}"
 }

@@ -17,10 +17,12 @@ version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/ci_integration/__init
 digest="$(cd "$root" && find setup.cfg pyproject.toml ci_integration -type f \
   \( -name '*.py' -o -name '*.cfg' -o -name '*.toml' \) -print0 | LC_ALL=C sort -z \
   | xargs -0 sha256sum | sha256sum | cut -c1-12)"
-# The store this action uses, and the extra its client needs (boto3 for S3).
+# The store the action names, if any: it says which client to install (boto3 for
+# S3), and whether to stage export-cache-env, which the CLI needs to find the GitHub
+# cache when no store is named. Which store is used is the CLI's choice.
 store=""
 if [[ "${2:-}" == store && -z "${INPUT_REGISTRY:-}" ]]; then
-  store="${INPUT_STORE:-${CI_INTEGRATION_STORE:-gha://}}"
+  store="${INPUT_STORE:-${CI_INTEGRATION_STORE:-}}"
 fi
 extras=""
 [[ "$store" == s3://* ]] && extras="s3"
@@ -47,7 +49,7 @@ install
 echo "ci-integration $("$venv/bin/ci-integration" --version | cut -d' ' -f2) from $root"
 
 export_env=false
-if [[ "$store" == gha://* ]]; then
+if [[ "${2:-}" == store && -z "${INPUT_REGISTRY:-}" && ( -z "$store" || "$store" == gha://* ) ]]; then
   # A composite step can only `uses:` an action under the workspace; the copy is
   # removed right after it ran, before anything reads the workspace.
   staged="$GITHUB_WORKSPACE/.ci-integration-export-cache-env"

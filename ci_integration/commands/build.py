@@ -28,6 +28,7 @@ from ci_integration.images.builders import pick_builder
 from ci_integration.images.buildkit_cache import BuildKitCache
 from ci_integration.images.exports import Export
 from ci_integration.images.registry import RegistryCache
+from ci_integration.images.saved import Saved
 from ci_integration.images.store_cache import StoreCache
 from ci_integration.job import Job
 from ci_integration.report import human_bytes
@@ -223,7 +224,7 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
             f"{stage.cached_steps}/{len(stage.steps)}",
             f"{stage.seconds:.1f} s",
             stage.saved,
-            human_bytes(stage.uploaded_bytes) if stage.saved == "uploaded" else "",
+            human_bytes(stage.uploaded_bytes) if stage.saved == Saved.UPLOADED else "",
         ]
         for stage in result.stages
     ]
@@ -236,7 +237,7 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
             mount.restored_from,
             mount.ccache.describe() if mount.ccache else "",
             mount.saved,
-            human_bytes(mount.uploaded_bytes) if mount.saved == "uploaded" else "",
+            human_bytes(mount.uploaded_bytes) if mount.saved == Saved.UPLOADED else "",
         ]
         for mount in result.mounts
     ]

@@ -20,7 +20,9 @@ from ci_integration.commands import options
 from ci_integration.errors import CacheError
 from ci_integration.job import Job
 from ci_integration.report import human_bytes
+from ci_integration.store.base import KeptAsBuildArtifacts
 from ci_integration.store.prune import prune
+from ci_integration.store.scoped import Hit
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,11 @@ def save(args: argparse.Namespace, job: Job) -> int:
     result = dircache.SaveResult(key, job.ci.scope, saved=False)
     paths = CachePaths.of(args.paths, job.env, job.cwd)
     names = paths.expand()
+    archive: dict[str, str] = {}
     with _cache_trouble(args.strict, f"not saved {key}"):
         store = job.store(args.store)
+        if isinstance(store.store, KeptAsBuildArtifacts):
+            archive = store.store.artifacts()
         with store.store.lock(exclusive=False):
             result = dircache.save(
                 store,
@@ -143,6 +148,8 @@ def save(args: argparse.Namespace, job: Job) -> int:
             "uploaded_bytes": result.uploaded_bytes,
             "seconds": round(result.seconds, 3),
             **({"reason": "empty"} if result.refused_empty else {}),
+            # What the Jenkins step archives for the next builds to read.
+            **({"archive": archive} if archive and (result.saved or result.unchanged) else {}),
         },
         args,
         job.env,
@@ -152,7 +159,7 @@ def save(args: argparse.Namespace, job: Job) -> int:
 
 def restore(args: argparse.Namespace, job: Job) -> int:
     key, restore_keys = _render_keys(args, job)
-    result = dircache.RestoreResult("miss")
+    result = dircache.RestoreResult(Hit.MISS)
     paths = CachePaths.of(args.paths, job.env, job.cwd)
     literal = [name for name in args.paths if not is_pattern(name)]
     paths.check_disjoint(literal)  # before the store is opened: a usage error is first
@@ -171,7 +178,7 @@ def restore(args: argparse.Namespace, job: Job) -> int:
                 lookup_only=args.lookup_only,
                 merge=args.merge,
             )
-    if result.hit == "miss":
+    if result.hit is Hit.MISS:
         log.info("cache miss for %s in %s", key, " > ".join(job.ci.scope_chain))
     elif args.lookup_only:
         log.info(
@@ -195,7 +202,7 @@ def restore(args: argparse.Namespace, job: Job) -> int:
     _emit(
         {
             # As actions/cache says it: true only for the exact key; the kind beside it.
-            "cache_hit": result.hit == "exact",
+            "cache_hit": result.hit is Hit.EXACT,
             "cache_hit_kind": result.hit,
             "primary_key": key,
             "matched_key": result.key or "",
@@ -208,7 +215,7 @@ def restore(args: argparse.Namespace, job: Job) -> int:
         args,
         job.env,
     )
-    if args.fail_on_miss and result.hit == "miss":
+    if args.fail_on_miss and result.hit is Hit.MISS:
         raise CacheError(f"no cache entry for {key} (--fail-on-miss)")
     return 0
 

@@ -14,7 +14,7 @@ from ci_integration.errors import CacheError, UsageError
 from ci_integration.images.layers import KIND, StoredImage, load_images, save_image
 from ci_integration.job import Job
 from ci_integration.report import human_bytes
-from ci_integration.store.scoped import ScopedStore
+from ci_integration.store.scoped import Hit, ScopedStore
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +104,22 @@ def load(args: argparse.Namespace, job: Job) -> int:
             for ref in args.images:
                 stored = _find(store, ref, key, prefixes)
                 if stored is None:
-                    results.append({"image": ref, "hit": "miss"})
+                    results.append({"image": ref, "hit": Hit.MISS})
                     continue
                 wanted.append((stored, [ref]))
                 results.append(
                     {
                         "image": ref,
-                        "hit": "exact" if stored.manifest.key == entry_key(ref, key) else "partial",
+                        "hit": Hit.EXACT
+                        if stored.manifest.key == entry_key(ref, key)
+                        else Hit.PARTIAL,
                         "key": stored.manifest.key,
                         "scope": stored.manifest.scope,
                     }
                 )
             transfers = load_images(engine, store, wanted, engine.present_chain_ids())
         for result, transfer in zip(
-            [r for r in results if r["hit"] != "miss"], transfers, strict=True
+            [r for r in results if r["hit"] is not Hit.MISS], transfers, strict=True
         ):
             result.update(
                 layers=transfer.layers,
@@ -138,7 +140,7 @@ def load(args: argparse.Namespace, job: Job) -> int:
         log.warning("images not loaded: %s", exc)
     finally:
         engine.close()
-    misses = [r["image"] for r in results if r["hit"] == "miss"]
+    misses = [r["image"] for r in results if r["hit"] is Hit.MISS]
     if misses:
         log.info("not in the store: %s", ", ".join(misses))
     report.emit({"images": results}, as_json=args.json, github_output=False, env=job.env)

@@ -11,7 +11,7 @@ from pathlib import Path
 from ci_integration import dircache
 from ci_integration.ccache import CcacheStats, read_stats
 from ci_integration.errors import CacheError
-from ci_integration.store.scoped import ScopedStore
+from ci_integration.store.scoped import Hit, ScopedStore
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +28,16 @@ class CcacheFolder:
         self.before = CcacheStats()
         self.this_run: CcacheStats | None = None
 
-    def restore(self) -> str:
+    def restore(self) -> Hit:
         """Fill the folder from the store (own scope, else the target's, else the
         default branch's; the key's literal prefix as fallback). Returns the hit."""
-        result = dircache.RestoreResult("miss")
+        result = dircache.RestoreResult(Hit.MISS)
         with self._trouble("ccache starts cold"):
             fallback = [self.key.split("{", 1)[0]] if "{" in self.key else []
             result = dircache.restore(self.store, self.key, fallback, [LOGICAL_PATH], [self.folder])
         self.folder.mkdir(parents=True, exist_ok=True)
         self.before = read_stats(self.folder)
-        if result.hit == "miss":
+        if result.hit is Hit.MISS:
             log.info("ccache %s: nothing stored yet, starting cold", self.folder)
         else:
             log.info("ccache %s: %s hit from %s", self.folder, result.hit, result.scope)

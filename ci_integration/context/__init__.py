@@ -1,7 +1,7 @@
 """Which CI runs this job, and for which branch, pull request, commit and build.
 
-Each provider is a module with ``is_active(env)`` and ``detect(env)``; nothing else
-in the tool reads CI variables.
+Each provider is a module that is a ``CIProvider`` (``is_active(env)`` and
+``detect(env)``, checked by mypy); nothing else in the tool reads CI variables.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from ci_integration.context import github, jenkins, local
 from ci_integration.context.model import CIContext, Provider, parse_int, parse_switch
@@ -21,7 +20,17 @@ __all__ = ["CIContext", "Provider", "detect"]
 log = logging.getLogger(__name__)
 
 OVERRIDE_PREFIX = "CI_INTEGRATION_"
-CI_PROVIDERS: dict[Provider, ModuleType] = {
+
+
+class CIProvider(Protocol):
+    def is_active(self, env: Mapping[str, str]) -> bool:
+        """Whether this CI runs the job whose environment is ``env``."""
+
+    def detect(self, env: Mapping[str, str]) -> CIContext:
+        """The job's context, from ``env`` (and what the CI leaves on disk) alone."""
+
+
+CI_PROVIDERS: dict[Provider, CIProvider] = {
     Provider.GITHUB_ACTIONS: github,
     Provider.JENKINS: jenkins,
 }

@@ -17,6 +17,7 @@ Order of work:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import dataclasses
 import logging
@@ -34,7 +35,9 @@ from ci_integration.images.dockerfile import Stage
 from ci_integration.images.dockerignore import DockerIgnore
 from ci_integration.images.exports import Export, export_path
 from ci_integration.images.mounts import MountCache, MountReport
+from ci_integration.images.saved import Saved
 from ci_integration.images.stagefile import stage_dockerfile
+from ci_integration.store.scoped import Hit
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,14 @@ class BuildOptions:
 class StageReport:
     stage: str
     key: str
-    restored: str = "miss"  # exact, partial or miss
+    restored: Hit = Hit.MISS
     restored_from: str = ""
     built: bool = False
     steps: list[Step] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     # uploaded, unchanged, recorded, read-only, failed, not saved, or in target (the
     # target came whole: the stage's cache is the target's own)
-    saved: str = "not saved"
+    saved: Saved = Saved.NOT_SAVED
     uploaded_bytes: int = 0
     uploaded_layers: int = 0
     loaded_layers: int = 0
@@ -105,8 +108,9 @@ class WholeTarget:
     bases: Sequence[str]
 
 
-class CacheBackend:
-    """Where stage images come from and go to: the store, or a registry."""
+class CacheBackend(abc.ABC):
+    """Where stage images come from and go to: the store, or a registry. A backend
+    restores and saves stages; the rest has defaults for a backend that cannot."""
 
     mechanism = STAGE_IMAGES
 
@@ -121,24 +125,26 @@ class CacheBackend:
         when it holds none."""
         return None
 
+    @abc.abstractmethod
     def restore(
         self, reports: Sequence[StageReport], tags: Mapping[str, str], bases: Sequence[str]
     ) -> dict[str, ImageInfo]:
         """Bring the stages (and the bases found) into the engine; fills the reports."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def save_stage(
         self, report: StageReport, tag: str, info: ImageInfo, *, target: bool = False
     ) -> None:
-        raise NotImplementedError
+        """Keep a built stage's image (the target's, with ``target``); fills the report."""
 
     def keep(self, report: StageReport) -> None:
         """A stage not built because the target came whole: its entry of these very
         inputs kept in this job's scope (a manifest, no upload), if the cache has one."""
-        report.saved = "in target"
+        report.saved = Saved.IN_TARGET
 
     def save_base(self, ref: str) -> None:
-        """Keep a base image the engine has, for agents that lack it."""
+        """Keep a base image the engine has, for agents that lack it (by default, none)."""
+        return None
 
     def mount_cache(
         self, options: BuildOptions, stages: Sequence[Stage], builder: Builder
@@ -150,16 +156,16 @@ class CacheBackend:
         self, stage: str, stage_images: Mapping[str, str], *, buildkit: bool, rule: SourceRule
     ) -> tuple[str, ...]:
         """What the build of ``stage`` takes its cache from, of the stage images on the
-        engine (by stage): with BuildKit, the ones ``rule`` picks; the legacy builder
-        matches a step against each image's own history, so it gets every one."""
-        return rule.pick(stage, stage_images) if buildkit else tuple(stage_images.values())
+        engine (by stage)."""
+        return stage_images_as_cache(stage, stage_images, buildkit=buildkit, rule=rule)
 
     def cache_target(self, stage: str) -> str | None:
         """Where a stage's build exports its cache to, if anywhere but its image."""
         return None
 
     def close(self) -> None:
-        """Let go of what the cache holds for the build (temporary folders)."""
+        """Let go of what the cache holds for the build (temporary folders), if any."""
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +247,7 @@ def build(
         for stage_report in reports:
             with _cache_trouble(options.strict, f"stage {stage_report.stage} not saved"):
                 if stage_report.stage in built:
-                    stage_report.saved = "failed"
+                    stage_report.saved = Saved.FAILED
                     cache.save_stage(
                         stage_report,
                         tags[stage_report.stage],
@@ -249,7 +255,7 @@ def build(
                         target=stage_report is reports[-1],
                     )
                 elif report.whole:
-                    stage_report.saved = "failed"
+                    stage_report.saved = Saved.FAILED
                     cache.keep(stage_report)
         with _cache_trouble(options.strict, "base images not saved"):
             for ref in external:
@@ -259,7 +265,7 @@ def build(
                 mount_cache.save()
     elif cache is not None:
         for stage_report in reports:
-            stage_report.saved = "read-only"
+            stage_report.saved = Saved.READ_ONLY
         log.info("not saving the cache: this job is read-only")
 
     if report.failed_stage is None:
@@ -293,7 +299,7 @@ def _came_whole(report: BuildReport, stages: Sequence[Stage]) -> None:
         ]
         if stage_report is not target:
             # Its key is inside the target's: it is what the target was built from.
-            stage_report.restored, stage_report.restored_from = "exact", target.restored_from
+            stage_report.restored, stage_report.restored_from = Hit.EXACT, target.restored_from
 
 
 # The instructions BuildKit lists as steps of a stage (the others only set its config).
@@ -332,7 +338,7 @@ def _build_stages(
         # lost the links of steps it took from a cache itself: see SourceRule).
         taken_along: set[str] = set()
         if target.ref in restored:
-            taken_along = {r.stage for r in reports if r.restored == "exact"} & set(restored)
+            taken_along = {r.stage for r in reports if r.restored is Hit.EXACT} & set(restored)
             taken_along.discard(target.ref)
         on_engine = {s.ref: tags[s.ref] for s in stages if engine.image(tags[s.ref])}
         for stage, stage_report in zip(stages, reports, strict=True):
@@ -376,8 +382,19 @@ def _cache_sources(
     builder: Builder,
     rule: SourceRule,
 ) -> tuple[str, ...]:
-    backend = cache if cache is not None else CacheBackend()
-    return backend.cache_sources(stage, stage_images, buildkit=builder.name != "legacy", rule=rule)
+    buildkit = builder.name != "legacy"
+    if cache is None:
+        return stage_images_as_cache(stage, stage_images, buildkit=buildkit, rule=rule)
+    return cache.cache_sources(stage, stage_images, buildkit=buildkit, rule=rule)
+
+
+def stage_images_as_cache(
+    stage: str, stage_images: Mapping[str, str], *, buildkit: bool, rule: SourceRule
+) -> tuple[str, ...]:
+    """The stage images on the engine a build takes its cache from: with BuildKit, the
+    ones ``rule`` picks; the legacy builder matches a step against each image's own
+    history, so it gets every one."""
+    return rule.pick(stage, stage_images) if buildkit else tuple(stage_images.values())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,8 +39,10 @@ from ci_integration.images.builders import Builder
 from ci_integration.images.dockerfile import Stage
 from ci_integration.images.layers import find_image, load_images
 from ci_integration.images.mounts import MountCache
+from ci_integration.images.saved import Saved
 from ci_integration.images.store_cache import StoreCache, keep_entry
 from ci_integration.store.manifest import Manifest
+from ci_integration.store.scoped import Hit
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class BuildKitCache(CacheBackend):
             result = dircache.restore(
                 self.store, self.cache_key(report.key), [prefix], [LOGICAL_PATH], [folder]
             )
-            if result.hit == "miss" or result.manifest is None:
+            if result.hit is Hit.MISS or result.manifest is None:
                 continue
             report.restored, report.restored_from = result.hit, result.scope or ""
             self.imported[report.stage] = folder
@@ -122,14 +124,14 @@ class BuildKitCache(CacheBackend):
         elif target:
             self.keep(report)  # the target came whole: its cache export is kept as it was
         else:
-            report.saved = "not saved"  # built along: its cache is in the target's export
+            report.saved = Saved.NOT_SAVED  # built along: its cache is in the target's export
         if target:
             # The target's image too, so that a build of the same inputs takes it whole;
             # its layers are the export's blobs, so its pieces are known but the listing.
             exported = (report.saved, report.uploaded_bytes, report.uploaded_layers)
             report.uploaded_bytes = report.uploaded_layers = 0
             self.images.save_stage(report, tag, info)
-            report.saved = _outcome(exported[0], report.saved)
+            report.saved = Saved.most_done(exported[0], report.saved)
             report.uploaded_bytes += exported[1]
             report.uploaded_layers = max(report.uploaded_layers, exported[2])
 
@@ -148,7 +150,7 @@ class BuildKitCache(CacheBackend):
         )
         if result.manifest is not None:
             self.entries.append(result.manifest)
-        report.saved = "unchanged" if result.unchanged else "uploaded"
+        report.saved = Saved.UNCHANGED if result.unchanged else Saved.UPLOADED
         report.uploaded_bytes = result.uploaded_bytes
         before = _layers(self.imported[report.stage]) if report.stage in self.imported else set()
         report.uploaded_layers = len(_layers(folder) - before)
@@ -159,7 +161,7 @@ class BuildKitCache(CacheBackend):
         if found is not None:
             report.saved = keep_entry(self.store, found.manifest, key)
         else:
-            report.saved = "in target"
+            report.saved = Saved.IN_TARGET
 
     def save_base(self, ref: str) -> None:
         self.images.save_base(ref)
@@ -171,15 +173,6 @@ class BuildKitCache(CacheBackend):
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-_OUTCOMES = ("not saved", "unchanged", "recorded", "uploaded")
-
-
-def _outcome(first: str, second: str) -> str:
-    """What two saves of one stage come to: the one that did most."""
-    rank = {outcome: place for place, outcome in enumerate(_OUTCOMES)}
-    return max(first, second, key=lambda outcome: rank.get(outcome, -1))
 
 
 def _same_layout(a: Path, b: Path) -> bool:

@@ -24,7 +24,8 @@ from ci_integration import dircache, process
 from ci_integration.ccache import CcacheStats, is_ccache_dir, read_stats
 from ci_integration.errors import CacheError
 from ci_integration.images.dockerfile import CacheMount
-from ci_integration.store.scoped import ScopedStore
+from ci_integration.images.saved import Saved
+from ci_integration.store.scoped import Hit, ScopedStore
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,9 @@ LOGICAL_PATH = "cache-mount"  # what dircache records as the entry's path
 class MountReport:
     id: str
     target: str
-    restored: str = "miss"
+    restored: Hit = Hit.MISS
     restored_from: str = ""
-    saved: str = "not saved"
+    saved: Saved = Saved.NOT_SAVED
     files: int = 0
     uploaded_bytes: int = 0
     restore_seconds: float = 0.0
@@ -81,7 +82,7 @@ class MountCache:
             with tempfile.TemporaryDirectory(prefix="ci-integration-mount-") as scratch:
                 folder = Path(scratch) / "content"
                 result = dircache.restore(self.store, self.key(mount), [], [LOGICAL_PATH], [folder])
-                if result.hit == "miss":
+                if result.hit is Hit.MISS:
                     continue
                 report.restored, report.restored_from = result.hit, result.scope or ""
                 if is_ccache_dir(folder):
@@ -100,10 +101,10 @@ class MountCache:
                 if is_ccache_dir(folder):
                     report.ccache = read_stats(folder) - self._before.get(mount.id, CcacheStats())
                 if not folder.exists() or not any(folder.iterdir()):
-                    report.saved = "empty"
+                    report.saved = Saved.EMPTY
                     continue
                 result = dircache.save(self.store, self.key(mount), [LOGICAL_PATH], [folder])
-            report.saved = "unchanged" if result.unchanged else "uploaded"
+            report.saved = Saved.UNCHANGED if result.unchanged else Saved.UPLOADED
             report.files, report.uploaded_bytes = result.files, result.uploaded_bytes
             report.save_seconds = time.monotonic() - started
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from ci_integration.engine.images import Engine, ImageInfo
 from ci_integration.errors import CacheError
 from ci_integration.images.build import CacheBackend, SourceRule, StageReport
+from ci_integration.images.saved import Saved
+from ci_integration.store.scoped import Hit
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class RegistryCache(CacheBackend):
                     continue
                 self.engine.tag(info.id, tag)
                 self.pulled[report.stage] = (scope, info)
-                report.restored = "pulled"
+                report.restored = Hit.PULLED
                 report.restored_from = scope
                 return info
         return None
@@ -79,12 +81,12 @@ class RegistryCache(CacheBackend):
     ) -> None:
         scope, pulled = self.pulled.get(report.stage, ("", None))
         if pulled is not None and scope == self.scope_chain[0] and pulled.diff_ids == info.diff_ids:
-            report.saved = "unchanged"
+            report.saved = Saved.UNCHANGED
             return
         ref = self.cache_ref(report.stage, self.scope_chain[0])
         self.engine.tag(info.id, ref)
         self.engine.push(ref)
-        report.saved = "uploaded"
+        report.saved = Saved.UPLOADED
 
     def save_base(self, ref: str) -> None:
         """Nothing to do: the registry that served the base image still has it."""

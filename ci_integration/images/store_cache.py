@@ -21,8 +21,9 @@ from ci_integration.images.layers import (
     save_image,
 )
 from ci_integration.images.mounts import MountCache, usable_mounts
+from ci_integration.images.saved import Saved
 from ci_integration.store.manifest import Manifest
-from ci_integration.store.scoped import ScopedStore
+from ci_integration.store.scoped import Hit, ScopedStore
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class StoreCache(CacheBackend):
             stored = find_image(self.store, report.key, [self.key_prefix(report.stage)])
             if stored is not None:
                 self.restored[report.stage] = stored
-                report.restored = "exact" if stored.manifest.key == report.key else "partial"
+                report.restored = Hit.EXACT if stored.manifest.key == report.key else Hit.PARTIAL
                 report.restored_from = stored.manifest.scope
                 wanted.append((stored, [tags[report.stage]]))
         transfers = load_images(self.engine, self.store, wanted, self.engine.present_chain_ids())
@@ -75,7 +76,7 @@ class StoreCache(CacheBackend):
         if stored is None:
             return None
         self.restored[target.stage] = stored
-        target.restored, target.restored_from = "exact", stored.manifest.scope
+        target.restored, target.restored_from = Hit.EXACT, stored.manifest.scope
         wanted = [(stored, [whole.tags[target.stage]])]
         wanted += [(self.bases[ref], [ref]) for ref in whole.bases if ref in self.bases]
         present = self.engine.present_chain_ids()
@@ -106,7 +107,7 @@ class StoreCache(CacheBackend):
         )
         if transfer.stored is not None:
             self.saved.append(transfer.stored)
-        report.saved = "uploaded"
+        report.saved = Saved.UPLOADED
         report.uploaded_bytes = transfer.moved_bytes
         report.uploaded_layers = transfer.moved_layers
 
@@ -115,7 +116,7 @@ class StoreCache(CacheBackend):
         if stored is not None:
             report.saved = keep_entry(self.store, stored.manifest, report.key)
         else:
-            report.saved = "in target"
+            report.saved = Saved.IN_TARGET
 
     def save_base(self, ref: str) -> None:
         info = self.engine.image(ref)
@@ -161,16 +162,16 @@ class StoreCache(CacheBackend):
         )
 
 
-def keep_entry(store: ScopedStore, manifest: Manifest, key: str) -> str:
+def keep_entry(store: ScopedStore, manifest: Manifest, key: str) -> Saved:
     """An entry whose content this job would save under ``key``: kept as it is when it
     is this job's already (``unchanged``), else its manifest written under ``key`` in
     the job's scope (``recorded``): the same pieces, nothing uploaded."""
     if manifest.key == key and manifest.scope == store.write_scope:
-        return "unchanged"
+        return Saved.UNCHANGED
     store.commit(
         dataclasses.replace(manifest, key=key, scope=store.write_scope, created=time.time())
     )
-    return "recorded"
+    return Saved.RECORDED
 
 
 def helper_image(stages: Sequence[Stage], mounts: Sequence[object]) -> str | None:

@@ -19,7 +19,14 @@ from ci_integration.store.scoped import ScopedStore
 if TYPE_CHECKING:
     from ci_integration.context import CIContext
 
-__all__ = ["ScopedStore", "Store", "default_store_dir", "job_view", "open_store"]
+__all__ = [
+    "ScopedStore",
+    "Store",
+    "default_store_dir",
+    "default_store_url",
+    "job_view",
+    "open_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +68,29 @@ def open_store(
     return store
 
 
+def default_store_url(env: Mapping[str, str]) -> str:
+    """The store a command uses without --store: $CI_INTEGRATION_STORE, else the GitHub
+    Actions cache where the job has its service (the actions hand it over), else a
+    folder of this machine. The actions pass their store input on and decide nothing."""
+    if env.get(STORE_ENV):
+        return env[STORE_ENV]
+    from ci_integration.store.gha.service import unavailable
+
+    if unavailable(env) is None:
+        return "gha://"
+    if env.get("GITHUB_ACTIONS") == "true":
+        log.info(
+            "no GitHub Actions cache service in this step: caching in a local folder, which"
+            " only a self-hosted runner keeps (the actions hand the service over; or pass"
+            " --store)"
+        )
+    return "file://" + urllib.parse.quote(str(default_store_dir(env).absolute()))
+
+
 def _open(
     url: str | None, env: Mapping[str, str], job_context: Callable[[], CIContext] | None
 ) -> Store:
-    url = url or env.get(STORE_ENV) or ""
-    if not url:
-        return LocalStore(default_store_dir(env))
+    url = url or default_store_url(env)
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost") or not parsed.path:

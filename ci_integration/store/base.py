@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import re
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 # The zstd levels of packs. Saving into a folder on this machine, a save waits on
@@ -97,18 +97,43 @@ class Store(Protocol):
         """Remove leftovers of interrupted writes; returns how many."""
 
 
+# What a backend that cannot list its entries, or only at a cost, answers instead.
+# Each is a capability of its own, not a method of Store: listing gives every
+# candidate, newest first, where a lookup gives only the newest, so a backend that
+# lists must not be made to answer these.
+
+
+@runtime_checkable
+class FindsNewestEntry(Protocol):
+    def newest_entry(self, scope: str, prefix: str) -> str | None:
+        """The newest key of ``scope`` that starts with ``prefix`` (the GitHub cache's
+        restore keys, the builds of a Jenkins job)."""
+
+
+@runtime_checkable
+class FindsNewestOfFamily(Protocol):
+    def newest_of_family(self, scope: str, family: str) -> bytes | None:
+        """The manifest of the newest entry of ``scope`` holding the same paths,
+        whatever its key (see manifest.family_of)."""
+
+
+@runtime_checkable
+class KeptAsBuildArtifacts(Protocol):
+    def artifacts(self) -> dict[str, str]:
+        """What the build archives to keep what a save wrote (the jenkins:// folder):
+        archiveArtifacts' ``artifacts`` and ``excludes``, from the workspace."""
+
+
 @contextlib.contextmanager
 def no_lock() -> Iterator[None]:
     yield
 
 
 def keys_by_prefix(store: Store, scope: str, prefix: str) -> list[str]:
-    """Keys of ``scope`` that start with ``prefix``, newest first. A backend that cannot
-    list (the GitHub cache) may answer with its own lookup, ``newest_entry(scope,
-    prefix) -> key | None``: then only the newest is seen."""
-    newest_entry = getattr(store, "newest_entry", None)
-    if newest_entry is not None:
-        key = newest_entry(scope, prefix)
+    """Keys of ``scope`` that start with ``prefix``, newest first; only the newest
+    where the backend finds it itself."""
+    if isinstance(store, FindsNewestEntry):
+        key = store.newest_entry(scope, prefix)
         return [] if key is None else [key]
     matches = [entry for entry in store.list_entries(scope) if entry.key.startswith(prefix)]
     return [entry.key for entry in sorted(matches, key=lambda e: e.created, reverse=True)]

@@ -97,6 +97,11 @@ class JenkinsStore:
         reads = f", reading {self.client.where}" if self.client else ""
         return f"jenkins:// (writing {self.folder.root}{reads})"
 
+    def artifacts(self) -> dict[str, str]:
+        """The folder, for the next builds to read; not what an interrupted write left."""
+        name = self.folder_name
+        return {"artifacts": f"{name}/**", "excludes": f"{name}/tmp/**,{name}/lock"}
+
     # Blobs
 
     def has_blob(self, digest: str) -> bool:

@@ -8,7 +8,14 @@ import logging
 from collections.abc import Callable, Sequence
 
 from ci_integration.errors import CacheError, CorruptDataError
-from ci_integration.store.base import BlobNotFound, Store, digest_of, keys_by_prefix
+from ci_integration.status import Status
+from ci_integration.store.base import (
+    BlobNotFound,
+    FindsNewestOfFamily,
+    Store,
+    digest_of,
+    keys_by_prefix,
+)
 from ci_integration.store.journal import Journal
 from ci_integration.store.manifest import Manifest, family_of
 
@@ -19,14 +26,26 @@ log = logging.getLogger(__name__)
 MAX_FAMILY_READS = 32
 
 
+class Hit(Status):
+    """How a restore found its entry: its very key, a restore-key prefix, or nothing;
+    or, for a stage the registry cache brings, pulled (the registry has the newest
+    image of the stage's scope, not a key). A string where it is printed and in
+    JSON (``cache_hit_kind``), as actions/cache words it."""
+
+    EXACT = "exact"
+    PARTIAL = "partial"
+    MISS = "miss"
+    PULLED = "pulled"
+
+
 @dataclasses.dataclass(frozen=True)
 class Match:
     manifest: Manifest
     exact: bool
 
     @property
-    def hit(self) -> str:
-        return "exact" if self.exact else "partial"
+    def hit(self) -> Hit:
+        return Hit.EXACT if self.exact else Hit.PARTIAL
 
 
 class ScopedStore:
@@ -128,15 +147,13 @@ class ScopedStore:
 
     def newest_of_family(self, kind: str, paths: Sequence[str]) -> Manifest | None:
         """The newest entry holding ``paths`` whatever its key: in the job's scope,
-        else along the chain. A store that cannot list may answer with its own
-        ``newest_of_family(scope, family) -> manifest bytes | None``."""
+        else along the chain; the backend's own lookup where it has one."""
         if self._not_reading():
             return None
         family = family_of(kind, paths)
-        lookup = getattr(self.store, "newest_of_family", None)
         for scope in self.scope_chain:
-            if lookup is not None:
-                manifest = self._parse(lookup(scope, family), scope)
+            if isinstance(self.store, FindsNewestOfFamily):
+                manifest = self._parse(self.store.newest_of_family(scope, family), scope)
                 if manifest is not None and manifest.family == family:
                     return manifest
                 continue

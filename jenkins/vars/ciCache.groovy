@@ -85,28 +85,21 @@ Map save(Map config = [:]) {
     ciIntegration.addFlag(argv, '--read-only', options.readOnly)
     addPaths(argv, options)
     Map report = readJSON(text: execute('ciCache.save', options, argv), returnPojo: true)
-    String folder = jenkinsFolder(options)
-    if (folder != null && report.saved == true) {
-        // The CLI wrote the folder in the workspace, wherever dir() stands; Jenkins lists the
-        // build's artifacts by their path from the workspace, where the next build reads them.
+    if (report.archive) {
+        // The CLI says what it wrote for the next builds (a jenkins:// store), by its path
+        // from the workspace, wherever dir() stands: archived from there.
         dir(env.WORKSPACE) {
-            archiveArtifacts(artifacts: "${folder}/**", excludes: "${folder}/tmp/**,${folder}/lock",
+            archiveArtifacts(artifacts: report.archive.artifacts, excludes: report.archive.excludes,
                              allowEmptyArchive: true)
         }
-    } else if (folder == null && ciIntegration.isTrue(options.archive)) {
+    } else if (ciIntegration.isTrue(options.archive) && !jenkinsStore(options)) {
         archiveArtifacts(artifacts: "${options.store}/**", allowEmptyArchive: true)
     }
     return report
 }
 
-/** The workspace folder a jenkins:// store writes, or null for any other store. */
-private String jenkinsFolder(Map options) {
-    String store = (options.store ?: env.CI_INTEGRATION_STORE ?: '').toString()
-    if (!store.startsWith('jenkins://')) {
-        return null
-    }
-    // The CLI has refused any other form: jenkins:// or jenkins:///FOLDER.
-    return store.substring('jenkins://'.length()).replaceFirst('^/', '') ?: '.ci-integration-cache'
+private boolean jenkinsStore(Map options) {
+    return (options.store ?: env.CI_INTEGRATION_STORE ?: '').toString().startsWith('jenkins://')
 }
 
 private String execute(String step, Map options, List argv) {
@@ -124,7 +117,7 @@ private Map settle(String step, Map config) {
     Map options = ciIntegration.configure(step, DEFAULTS, config)
     ciIntegration.require(step, options, 'paths')
     ciIntegration.require(step, options, 'key')
-    if (ciIntegration.isTrue(options.archive) && jenkinsFolder(options) == null) {
+    if (ciIntegration.isTrue(options.archive) && !jenkinsStore(options)) {
         String store = options.store?.toString() ?: ''
         if (!store || store.startsWith('/') || store.contains('://') || store.tokenize('/').contains('..')) {
             error("${step}: archive needs store to be a relative folder inside the workspace, such as '.ci-cache'")
