@@ -246,7 +246,7 @@ def _publish(result: BuildReport, args: argparse.Namespace, env: Mapping[str, st
     if env.get("GITHUB_STEP_SUMMARY"):
         summary = f"### ci-integration build `{result.image}` ({result.builder})\n\n"
         if result.engine:
-            summary += f"{EngineFacts(**result.engine).describe()}; cache through"  # type: ignore[arg-type]
+            summary += f"{EngineFacts.from_dict(result.engine).describe()}; cache through"
             summary += f" {result.cache_mechanism}\n\n"
         if result.whole:
             summary += "Unchanged inputs: the image came whole from the cache, no stage built.\n\n"

@@ -79,6 +79,19 @@ class EngineFacts:
     def as_dict(self) -> dict[str, str | None]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, str | None]) -> EngineFacts:
+        """The facts again, from what ``as_dict`` gave (a build report's ``engine``)."""
+        return cls(
+            client=str(values["client"]),
+            client_version=values["client_version"],
+            server_version=str(values["server_version"]),
+            api_version=str(values["api_version"]),
+            image_store=str(values["image_store"]),
+            buildx_version=values["buildx_version"],
+            buildx_driver=values["buildx_driver"],
+        )
+
 
 class FactsProbe:
     """The facts, asked for at once and awaited when needed: the engine answers

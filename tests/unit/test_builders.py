@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -198,3 +199,13 @@ def test_a_buildkit_build_takes_each_chain_of_stages_from_one_source(stage, pres
     rule = SourceRule(dockerfiles.parse(SOURCES_DOCKERFILE))
     sources = {ref: f"app:stage-{ref}" for ref in present}
     assert rule.pick(stage, sources) == tuple(f"app:stage-{ref}" for ref in picked)
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [facts("28.2.2", "0.29.1", "docker", "containerd"), facts(None), facts("20.10.24", "0.7.1")],
+)
+def test_the_facts_of_a_build_report_read_back_as_they_were(engine):
+    # The step summary describes the engine from the report's JSON form.
+    again = EngineFacts.from_dict(json.loads(json.dumps(engine.as_dict())))
+    assert again == engine and again.describe() == engine.describe()
