@@ -6,7 +6,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import logging
-import platform
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,11 +65,12 @@ def literal_prefix(template: str) -> str:
 
 
 def placeholder_values(branch: str | None, scope: str) -> dict[str, str]:
-    machine = platform.machine().lower() or "unknown"
+    system = os.uname()
+    machine = system.machine.lower() or "unknown"
     return {
         "branch": re.sub(r"[^A-Za-z0-9_.-]+", "-", branch or scope),
         "scope": scope,
-        "os": f"{platform.system().lower()}-{machine}",
+        "os": f"{system.sysname.lower()}-{machine}",
         "arch": machine,
     }
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -128,7 +128,7 @@ def write_github_output(path: str | Path, values: Mapping[str, str]) -> None:
     lines = []
     for name, value in values.items():
         if "\n" in value:
-            delimiter = f"ghadelimiter_{uuid.uuid4().hex}"
+            delimiter = f"ghadelimiter_{os.urandom(16).hex()}"
             lines.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
         else:
             lines.append(f"{name}={value}\n")

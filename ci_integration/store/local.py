@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from ci_integration.store.base import LOCAL_COMPRESSION_LEVEL, BlobInfo, BlobNot
 
 # A temp file this old belongs to a writer that is gone, wherever it ran.
 STALE_TEMP_SECONDS = 3600
-_HOST = socket.gethostname()
+_HOST = os.uname().nodename
 log = logging.getLogger(__name__)
 
 
