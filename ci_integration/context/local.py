@@ -51,6 +51,11 @@ class _Git:
         self.report = report
 
     def is_repository(self) -> bool:
+        # No .git here or above, and no GIT_DIR: git would say no; not asked (a
+        # process, a tenth of a second on a cold machine, on every command).
+        if not self.env.get("GIT_DIR") and not _under_a_git_folder(self.cwd):
+            self.report("%s is not in a git repository: branch and commit unknown", self.cwd)
+            return False
         try:
             result = process.run(
                 ["git", "rev-parse", "--is-inside-work-tree"],
@@ -70,3 +75,9 @@ class _Git:
         result = process.run(["git", *args], env=self.env, cwd=self.cwd, check=False)
         value = result.stdout.strip()
         return value if result.returncode == 0 and value else None
+
+
+def _under_a_git_folder(cwd: Path) -> bool:
+    """Whether ``cwd`` or a folder above it holds ``.git`` (a folder, or the file of a
+    worktree or submodule)."""
+    return any((folder / ".git").exists() for folder in (cwd, *cwd.parents))

@@ -91,6 +91,7 @@ def test_not_a_repository_is_said(tmp_path, base_env, caplog):
 
 def test_git_missing_is_said(tmp_path, caplog):
     caplog.set_level(logging.INFO)
+    (tmp_path / ".git").mkdir()  # a checkout, as far as can be seen without git
     context = detect({"PATH": str(tmp_path)}, tmp_path)
     assert context.provider is Provider.LOCAL and context.branch is None
     assert "git is not available" in caplog.text
@@ -164,3 +165,11 @@ def test_cli_github_output_and_shell_round_trip(tmp_path, base_env, capsys, monk
 def test_cli_github_output_outside_github_is_a_usage_error(base_env, capsys):
     assert main(["context", "--github-output"], env=base_env) == 2
     assert "GITHUB_OUTPUT" in capsys.readouterr().err
+
+
+def test_a_folder_outside_any_checkout_does_not_ask_git(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    context = detect({"PATH": str(tmp_path)}, tmp_path)  # asking git would fail: not on PATH
+    assert context.provider is Provider.LOCAL and context.branch is None
+    assert "not in a git repository" in caplog.text
+    assert "git is not available" not in caplog.text
