@@ -14,11 +14,11 @@ log = logging.getLogger(__name__)
 
 
 def detect(env: Mapping[str, str], cwd: Path, *, say_why: bool = True) -> CIContext:
-    """Without git, or outside a repository, the branch is unknown and the log says
-    why (in the debug log only with ``say_why=False``: where git only fills gaps a CI
-    left, its absence is no news). Not a warning: a command that keys nothing by
-    branch (``run``) has no use for it, and one that does reports the scope."""
-    git = _Git(env, cwd, log.info if say_why else log.debug)
+    """Outside a repository the branch is unknown, which only the debug log says: a
+    command that keys nothing by branch (``run``) has no use for it, and one that does
+    reports the scope (``detached``). A checkout without git to read it is a warning,
+    unless ``say_why=False``: where git only fills gaps a CI left, it is no news."""
+    git = _Git(env, cwd, log.warning if say_why else log.debug)
     if not git.is_repository():
         return CIContext(provider=Provider.LOCAL)
     branch = git.output("symbolic-ref", "--quiet", "--short", "HEAD")
@@ -54,7 +54,7 @@ class _Git:
         # No .git here or above, and no GIT_DIR: git would say no; not asked (a
         # process, a tenth of a second on a cold machine, on every command).
         if not self.env.get("GIT_DIR") and not _under_a_git_folder(self.cwd):
-            self.report("%s is not in a git repository: branch and commit unknown", self.cwd)
+            log.debug("%s is not in a git repository: branch and commit unknown", self.cwd)
             return False
         try:
             result = process.run(
@@ -67,7 +67,7 @@ class _Git:
             self.report("git is not available (%s): branch and commit unknown", exc)
             return False
         if result.returncode != 0:
-            self.report("%s is not in a git repository: branch and commit unknown", self.cwd)
+            log.debug("%s is not in a git repository: branch and commit unknown", self.cwd)
             return False
         return True
 

@@ -82,15 +82,17 @@ def test_repository_without_commits(tmp_path, base_env):
     assert (context.branch, context.commit) == ("start", None)
 
 
-def test_not_a_repository_is_said(tmp_path, base_env, caplog):
+def test_not_a_repository_is_said_in_the_debug_log(tmp_path, base_env, caplog):
     caplog.set_level(logging.INFO)
+    assert detect(base_env, tmp_path).branch is None
+    assert "not in a git repository" not in caplog.text
+    caplog.set_level(logging.DEBUG)
     context = detect({**base_env, "GIT_CEILING_DIRECTORIES": str(tmp_path)}, tmp_path)
     assert context.branch is None and context.scope == "detached"
     assert "not in a git repository" in caplog.text
 
 
-def test_git_missing_is_said(tmp_path, caplog):
-    caplog.set_level(logging.INFO)
+def test_git_missing_in_a_checkout_warns(tmp_path, caplog):
     (tmp_path / ".git").mkdir()  # a checkout, as far as can be seen without git
     context = detect({"PATH": str(tmp_path)}, tmp_path)
     assert context.provider is Provider.LOCAL and context.branch is None
@@ -168,7 +170,7 @@ def test_cli_github_output_outside_github_is_a_usage_error(base_env, capsys):
 
 
 def test_a_folder_outside_any_checkout_does_not_ask_git(tmp_path, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     context = detect({"PATH": str(tmp_path)}, tmp_path)  # asking git would fail: not on PATH
     assert context.provider is Provider.LOCAL and context.branch is None
     assert "not in a git repository" in caplog.text
