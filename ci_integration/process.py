@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ci_integration.errors import CommandError
 
 log = logging.getLogger(__name__)
+
+# Writes to a companion's stdin: False once it is gone.
+Sender = Callable[[bytes], bool]
 
 
 def run(
@@ -91,6 +95,47 @@ def stream(
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+@contextlib.contextmanager
+def companion(argv: Sequence[str]) -> Iterator[Sender | None]:
+    """Run ``argv`` beside this process for the length of the block, its stdin a pipe
+    and its output discarded: a helper whose work only speeds ours up.
+
+    Gives a function writing to that pipe, which never waits (what does not fit is
+    dropped, so write what a later write makes whole) and says False once the
+    helper is gone; None if it could not start. Leaving the block kills and reaps
+    the helper, whatever ends the block: it never outlives it.
+    """
+    argv = [str(arg) for arg in argv]
+    log.debug("running %s beside us", argv[:3])
+    try:
+        child = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    except OSError as exc:
+        log.debug("could not start %s: %s", argv[0], exc)
+        yield None
+        return
+    assert child.stdin is not None
+    pipe = child.stdin.fileno()
+    os.set_blocking(pipe, False)
+
+    def send(data: bytes) -> bool:
+        try:
+            os.write(pipe, data)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return True
+
+    try:
+        yield send
+    finally:
+        child.kill()
+        child.stdin.close()
+        child.wait()
 
 
 def pid_alive(pid: int) -> bool:

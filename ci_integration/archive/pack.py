@@ -71,12 +71,12 @@ def known_pieces(earlier: Iterable[tuple[Tree, Mapping[str, int]]]) -> dict[str,
 class Packer:
     """Use as a context manager: leaving it stops the workers, also on error.
 
-    File bytes are read straight into the open pack's buffer, and a full pack goes to
-    a worker whole: the worker names each piece (its sha256), leaves out the pieces
-    already stored (by an earlier entry, or by this save in another pack), compresses
-    the rest and uploads them, and the buffer comes back for reuse. So the thread
-    that reads, on which a save waits, does nothing else; and a save allocates a
-    handful of buffers, not one object per piece.
+    File bytes are read straight into the open pack's buffer and named (their sha256)
+    there, while they are still in the processor's cache; a full pack goes to a worker
+    whole: the worker leaves out the pieces already stored (by an earlier entry, or by
+    this save in another pack), compresses the rest and uploads them, and the buffer
+    comes back for reuse. A save allocates a handful of buffers, not one object per
+    piece.
 
     A piece's index is known when it is read; where its bytes live, once ``finish``
     has returned.
@@ -106,8 +106,10 @@ class Packer:
         self._pending: list[concurrent.futures.Future[None]] = []
         self._local = threading.local()
         self._buffer = bytearray(PACK_TARGET)
+        self._view = memoryview(self._buffer)
         self._used = 0
-        self._open: list[tuple[int, int, int]] = []  # (piece index, offset, length) in the buffer
+        # (piece index, id, offset, length) of the pieces in the buffer.
+        self._open: list[tuple[int, str, int, int]] = []
 
     def __enter__(self) -> Packer:
         return self
@@ -127,12 +129,14 @@ class Packer:
         """
         if self._used and self._used + length > PACK_TARGET:
             self._flush()
-        count = readinto(memoryview(self._buffer)[self._used : self._used + length])
+        start = self._used
+        count = readinto(self._view[start : start + length])
         if not count:
             return None
         index = len(self.pieces)
         self.pieces.append(_UNPLACED)
-        self._open.append((index, self._used, count))
+        piece_id = hashlib.sha256(self._view[start : start + count]).hexdigest()
+        self._open.append((index, piece_id, start, count))
         self._used += count
         return index, count
 
@@ -167,21 +171,18 @@ class Packer:
             self._buffer = self._free_buffers.get_nowait()
         except queue.Empty:
             self._buffer = bytearray(PACK_TARGET)
+        self._view = memoryview(self._buffer)
         self._used, self._open = 0, []
 
     def _pack_and_upload(
-        self, buffer: bytearray, size: int, pieces: list[tuple[int, int, int]]
+        self, buffer: bytearray, size: int, pieces: list[tuple[int, str, int, int]]
     ) -> None:
         try:
             view = memoryview(buffer)
-            named = [
-                (index, hashlib.sha256(view[offset : offset + length]).hexdigest(), offset, length)
-                for index, offset, length in pieces
-            ]
-            kept = self._claim_new(named)
+            kept = self._claim_new(pieces)
             if not kept:
                 return
-            if len(kept) == len(named):  # the whole buffer, as it is
+            if len(kept) == len(pieces):  # the whole buffer, as it is
                 blob = self._compress([view[:size]])
             else:
                 blob = self._compress([view[offset : offset + n] for *_, offset, n in kept])

@@ -1,7 +1,6 @@
-"""How a save reads a folder and a restore writes one, on real files: reading runs
-ahead of the packer and lets go of every file it opened; writing runs on a pool of
-threads and still gives every file its bytes, mode and time, and nothing when a pack
-is bad."""
+"""How a save reads a folder and a restore writes one, on real files: reading lets go
+of every file it opened, however it ends; writing runs on a pool of threads and still
+gives every file its bytes, mode and time, and nothing when a pack is bad."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ci_integration import dircache
-from ci_integration.archive import walk
+from ci_integration.archive import read_ahead, walk
 from ci_integration.archive.pack import PACK_TARGET, PIECE_SIZE, Packer
 from ci_integration.errors import CorruptDataError
 from ci_integration.store.local import LocalStore
@@ -40,16 +39,16 @@ def restore(store: ScopedStore, root: Path, key: str = "k") -> dircache.RestoreR
     return dircache.restore(store, key, [], ["data"], [root])
 
 
-def test_more_files_than_reading_runs_ahead_come_back_whole(store, tmp_path):
+def test_a_folder_read_beside_the_read_ahead_process_comes_back_whole(store, tmp_path):
     source = tmp_path / "source"
-    for index in range(3 * walk.READ_AHEAD_FILES):
+    for index in range(3 * read_ahead.START_AFTER[0]):
         folder = source / f"d{index % 7}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"f{index}").write_bytes(os.urandom(index % 5000))
         os.utime(folder / f"f{index}", ns=(1_700_000_000_000_000_000 + index,) * 2)
     expected = snapshot(source)
     before = open_descriptors()
-    assert save(store, source).files == 3 * walk.READ_AHEAD_FILES
+    assert save(store, source).files == 3 * read_ahead.START_AFTER[0]
     assert open_descriptors() == before
     restore(store, tmp_path / "restored")
     assert snapshot(tmp_path / "restored") == expected
@@ -113,22 +112,28 @@ def test_the_total_is_told_once_the_walk_has_found_every_file(store, tmp_path):
     ]
 
 
-def test_a_save_stopped_midway_lets_go_of_every_file_it_opened(store, tmp_path):
+@pytest.mark.parametrize("stop_after", [10, 2 * read_ahead.START_AFTER[0]])
+def test_a_save_stopped_midway_lets_go_of_every_file_and_process_it_started(
+    store, tmp_path, stop_after
+):
+    """Before the read-ahead process starts, and after: its pipe is closed and it is
+    reaped."""
     source = tmp_path / "source"
     source.mkdir()
-    for index in range(100):
+    for index in range(4 * read_ahead.START_AFTER[0]):
         (source / f"f{index:03}").write_bytes(os.urandom(1000))
     read = []
 
-    def stop_after_ten(count: int) -> None:
+    def stop_midway(count: int) -> None:
         read.append(count)
-        if len(read) == 10:
+        if len(read) == stop_after:
             raise KeyboardInterrupt
 
     before = open_descriptors()
     with pytest.raises(KeyboardInterrupt), Packer(store, {}) as packer:
-        walk.scan([source], packer, stop_after_ten)
+        walk.scan([source], packer, stop_midway)
     assert open_descriptors() == before
+    assert not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
 
 
 def test_a_bad_pack_among_many_leaves_the_target_as_it_was(store, tmp_path):

@@ -1,0 +1,162 @@
+"""The read-ahead process of a save, on real files and the real page cache: it asks
+the disk for the files the reader reads next, no further ahead than its window, and
+it never outlives the save, however the save ends."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ci_integration import dircache, process
+from ci_integration.archive import read_ahead
+from ci_integration.archive.walk import Listing
+from ci_integration.store.local import LocalStore
+from ci_integration.store.scoped import ScopedStore
+from tests.unit.test_dircache import snapshot
+
+MIB = 1024 * 1024
+
+
+def resident(path: Path) -> int:
+    """Bytes of ``path`` in the page cache (util-linux's fincore)."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return int(out.split()[0])
+
+
+def evicted(files: list[Path]) -> None:
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def cached_files(files: list[Path]) -> int:
+    """How many of ``files``, in order, are wholly in the page cache before the first
+    that is not."""
+    for count, path in enumerate(files):
+        if resident(path) < path.stat().st_size:
+            return count
+    return len(files)
+
+
+def reaches(files: list[Path], at_least: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while cached_files(files) < at_least:
+        assert time.monotonic() < deadline, f"fewer than {at_least} files were asked for"
+        time.sleep(0.1)
+
+
+def stays_within(files: list[Path], at_most: int) -> int:
+    time.sleep(1.0)  # time enough to overshoot, were it going to
+    count = cached_files(files)
+    assert count <= at_most
+    return count
+
+
+@pytest.fixture
+def folder(tmp_path) -> list[Path]:
+    """40 files of 1 MiB, in two folders, none of them in the page cache."""
+    if shutil.which("fincore") is None:
+        pytest.skip("fincore (util-linux) is not installed")
+    files = []
+    for index in range(40):
+        path = tmp_path / "data" / f"d{index // 20}" / f"f{index:02}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(MIB))
+        files.append(path)
+    evicted(files)
+    if any(resident(path) for path in files):
+        pytest.skip("this file system keeps its files in memory (tmpfs?)")
+    return files
+
+
+def test_it_asks_for_the_files_the_reader_reads_next_and_stays_within_its_window(folder):
+    root = folder[0].parents[1]
+    listed = [Path(file.path) for file in Listing([root]).files()]
+    assert listed == folder  # the order the reader reads in
+    with read_ahead.ReadAhead([root], window=8 * MIB, start_after=(0, 0)) as ahead:
+        ahead.advance(0)
+        assert ahead.started
+        # Asked while no more than the window's bytes were ahead: 9 files of 1 MiB.
+        reaches(folder, 9)
+        stays_within(folder, 9)
+        ahead.advance(20 * MIB)  # the reader has read 20 of them: 29 now
+        reaches(folder, 29)
+        stays_within(folder, 29)
+
+
+def test_the_process_is_gone_when_the_block_ends_even_by_an_error(folder):
+    root = folder[0].parents[1]
+    with (
+        pytest.raises(KeyboardInterrupt),
+        read_ahead.ReadAhead([root], window=MIB, start_after=(0, 0)) as ahead,
+    ):
+        ahead.advance(0)
+        children = _children()
+        assert len(children) == 1
+        raise KeyboardInterrupt
+    assert not process.pid_alive(children[0])  # killed and reaped, not a zombie
+
+
+def test_it_starts_only_once_the_reader_is_some_way_in(tmp_path):
+    with read_ahead.ReadAhead([tmp_path], start_after=(3, 10 * MIB)) as ahead:
+        ahead.advance(100)
+        ahead.advance(100)
+        assert not ahead.started and _children() == []
+        ahead.advance(100)
+        assert ahead.started and len(_children()) == 1
+    with read_ahead.ReadAhead([tmp_path], start_after=(1000, 10 * MIB)) as ahead:
+        ahead.advance(10 * MIB)
+        assert ahead.started
+
+
+def test_a_save_reads_the_same_bytes_when_the_process_cannot_start(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    for index in range(3 * read_ahead.START_AFTER[0]):
+        (source / f"d{index % 3}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{index % 3}" / f"f{index}").write_bytes(os.urandom(index * 37))
+    expected = snapshot(source)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    store = ScopedStore(LocalStore(tmp_path / "store"), ["branch-main"])
+    assert dircache.save(store, "k", ["data"], [source]).files == 3 * read_ahead.START_AFTER[0]
+    dircache.restore(store, "k", [], ["data"], [tmp_path / "restored"])
+    assert snapshot(tmp_path / "restored") == expected
+
+
+def test_a_companion_that_is_gone_or_does_not_read_never_holds_the_caller_up():
+    with process.companion([sys.executable, "-c", "pass"]) as send:
+        assert send is not None
+        deadline = time.monotonic() + 10
+        while send(b"12345678") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not send(b"12345678")  # it exited: the pipe is broken
+    started = time.monotonic()
+    with process.companion([sys.executable, "-c", "import time; time.sleep(60)"]) as send:
+        assert send is not None
+        for _ in range(20_000):  # 160 kB: more than a pipe holds, never waited on
+            assert send(b"12345678")
+    assert time.monotonic() - started < 10
+    with process.companion(["/nonexistent/helper"]) as send:
+        assert send is None
+
+
+def _children() -> list[int]:
+    """Our child processes, alive or not yet reaped: the read-ahead, in these tests."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        pids += [int(pid) for pid in (task / "children").read_text().split()]
+    return pids
