@@ -129,11 +129,11 @@ def test_a_save_stopped_midway_lets_go_of_every_file_and_process_it_started(
         if len(read) == stop_after:
             raise KeyboardInterrupt
 
-    before = open_descriptors()
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    before = open_descriptors(), children.read_text().split()
     with pytest.raises(KeyboardInterrupt), Packer(store, {}) as packer:
         walk.scan([source], packer, stop_midway)
-    assert open_descriptors() == before
-    assert not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    assert (open_descriptors(), children.read_text().split()) == before
 
 
 def test_a_bad_pack_among_many_leaves_the_target_as_it_was(store, tmp_path):
