@@ -14,8 +14,10 @@ It walks the same files in the same order as the listing (archive/entries.py) an
 stays at most WINDOW_BYTES ahead of the bytes the reader says it has read (each count
 an 8-byte integer on its stdin), so that what it asked for is still in memory when the
 reader gets there. It is only a hint: if it cannot start, or dies, the save reads the
-same bytes, more slowly. It imports nothing beyond the standard library and this
-package's ``entries`` and ``process``, so it starts without site-packages.
+same bytes, more slowly. If the save is killed outright, the process ends at its
+next wait for the reader (its stdin closes with the save) or with its walk. It
+imports nothing beyond the standard library and this package's ``entries`` and
+``process``, so it starts without site-packages.
 """
 
 from __future__ import annotations
