@@ -74,8 +74,9 @@ class LocalStore:
         self._write_atomically(self._blob_path(digest), data)
 
     def get_blob(self, digest: str) -> bytes:
+        """The blob's bytes, dropped from the page cache once read (see _read_once)."""
         try:
-            return self._blob_path(digest).read_bytes()
+            return _read_once(self._blob_path(digest))
         except FileNotFoundError:
             raise BlobNotFound(digest) from None
 
@@ -192,6 +193,36 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
             raise
+
+
+def _read_once(path: Path) -> bytes:
+    """The file's bytes; if reading them brought them into the page cache, they are
+    handed back to the kernel after.
+
+    A restore reads each blob once and then writes as many bytes again as new files.
+    Kept cached, the blobs would hold memory those files need, and the kernel would
+    take fresh pages for the files. Handed back, the same pages hold them. On a VM
+    that returns free memory to its host (virtio-balloon free page reporting, as on
+    these CI machines), a fresh page costs a fault in the host too. A blob that was
+    already cached (just saved, or being read by another job) stays cached.
+    """
+    with open(path, "rb") as file:
+        brought_in = not _first_page_cached(file.fileno())
+        data = file.read()
+        if brought_in:
+            with contextlib.suppress(OSError):  # only a hint
+                os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return data
+
+
+def _first_page_cached(fd: int) -> bool:
+    """Whether the file's first byte is in the page cache: a read that may not wait
+    for the disk (RWF_NOWAIT) gets it only from there."""
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+    except OSError:  # EAGAIN: on disk only; EOPNOTSUPP: an old kernel, say no
+        return False
+    return True
 
 
 def _read_keeping_atime(path: Path) -> bytes:

@@ -21,6 +21,7 @@ from ci_integration.errors import CorruptDataError, UsageError
 from ci_integration.store.local import LocalStore
 from ci_integration.store.manifest import BlobRef, Manifest
 from ci_integration.store.scoped import ScopedStore
+from tests.support.page_cache import need_evictable, need_fincore, resident
 
 MAIN = ["branch-main"]
 FEATURE = ["branch-feature", "branch-main"]
@@ -148,6 +149,25 @@ def test_a_pull_request_cannot_overwrite_the_default_branch(store, tmp_path):
         scoped.commit(forged)
     restore(store, MAIN, "k", tmp_path / "main-view")
     assert (tmp_path / "main-view" / "a.txt").read_text() == "alpha\n"
+
+
+def test_a_restore_hands_back_the_page_cache_it_took_for_blobs(store, tmp_path):
+    """Blobs a restore brought into memory leave it; blobs already there stay there."""
+    need_fincore()
+    source = tmp_path / "source"
+    source.mkdir()
+    for index in range(30):
+        (source / f"f{index:02}.o").write_bytes(os.urandom(300_000))
+    save(store, MAIN, "k", source)
+    blobs = sorted(path for path in store.blobs.rglob("*") if path.is_file())
+    need_evictable(blobs)
+    restore(store, MAIN, "k", tmp_path / "cold")
+    assert sum(map(resident, blobs)) == 0
+    for path in blobs:
+        path.read_bytes()  # cached, as right after a save, or while another job reads
+    restore(store, MAIN, "k", tmp_path / "warm")
+    assert all(resident(path) >= path.stat().st_size for path in blobs)
+    assert snapshot(tmp_path / "cold") == snapshot(tmp_path / "warm") == snapshot(source)
 
 
 def test_unchanged_save_uploads_nothing(store, tmp_path):
