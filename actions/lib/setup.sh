@@ -20,8 +20,11 @@ digest="$(cd "$root" && find setup.cfg pyproject.toml ci_integration -type f \
 # The store the action names, if any: it says which client to install (boto3 for
 # S3), and whether to stage export-cache-env, which the CLI needs to find the GitHub
 # cache when no store is named. Which store is used is the CLI's choice.
+# An action given a registry keeps its layers there and uses no store.
+uses_store=false
 store=""
 if [[ "${2:-}" == store && -z "${INPUT_REGISTRY:-}" ]]; then
+  uses_store=true
   store="${INPUT_STORE:-${CI_INTEGRATION_STORE:-}}"
 fi
 extras=""
@@ -49,7 +52,7 @@ install
 echo "ci-integration $("$venv/bin/ci-integration" --version | cut -d' ' -f2) from $root"
 
 export_env=false
-if [[ "${2:-}" == store && -z "${INPUT_REGISTRY:-}" && ( -z "$store" || "$store" == gha://* ) ]]; then
+if [[ "$uses_store" == true && ( -z "$store" || "$store" == gha://* ) ]]; then
   # A composite step can only `uses:` an action under the workspace; the copy is
   # removed right after it ran, before anything reads the workspace.
   staged="$GITHUB_WORKSPACE/.ci-integration-export-cache-env"

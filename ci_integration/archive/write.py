@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import stat
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -108,9 +107,8 @@ class _Plan:
             if written < len(view):  # a short write, rare: the rest, in a loop
                 _write_all(fd, view[written:], written)
             # The mode given to open is cut by the umask: set it again only if it was.
-            if self._umask is None or mode & (self._umask | ~0o777):
-                os.fchmod(fd, mode)
-            os.utime(fd, ns=(record.mtime_ns, record.mtime_ns))
+            uncut = self._umask is not None and not mode & (self._umask | ~0o777)
+            _set_file_metadata(fd, record, mode_set=uncut)
         finally:
             os.close(fd)
 
@@ -146,6 +144,8 @@ def _umask() -> int | None:
     return None
 
 
-def _set_file_metadata(fd: int, record: Record) -> None:
-    os.fchmod(fd, stat.S_IMODE(record.mode) & MODE_MASK)
+def _set_file_metadata(fd: int, record: Record, *, mode_set: bool = False) -> None:
+    """The saved mode (unless the file already has it) and time, on the open file."""
+    if not mode_set:
+        os.fchmod(fd, record.mode & MODE_MASK)
     os.utime(fd, ns=(record.mtime_ns, record.mtime_ns))
