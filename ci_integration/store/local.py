@@ -74,7 +74,8 @@ class LocalStore:
         self._write_atomically(self._blob_path(digest), data)
 
     def get_blob(self, digest: str) -> bytes:
-        """The blob's bytes, dropped from the page cache once read (see _read_once)."""
+        """The blob's bytes; dropped from the page cache after, if this read brought
+        them in (see _read_once)."""
         try:
             return _read_once(self._blob_path(digest))
         except FileNotFoundError:
