@@ -3,6 +3,7 @@ empty it, for tests of code that reads ahead or hands pages back."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,13 +14,20 @@ import pytest
 
 def resident(path: Path) -> int:
     """Bytes of ``path`` in the page cache."""
+    (count,) = resident_each([path])
+    return count
+
+
+def resident_each(paths: list[Path]) -> list[int]:
+    """Bytes of each of ``paths`` in the page cache, asked of one ``fincore``."""
     out = subprocess.run(
-        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        ["fincore", "--bytes", "--json", "--output", "RES,FILE", *map(str, paths)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return int(out.split()[0])
+    by_file = {row["file"]: int(row["res"]) for row in json.loads(out)["fincore"]}
+    return [by_file[str(path)] for path in paths]
 
 
 def evicted(files: list[Path]) -> None:
