@@ -30,13 +30,14 @@ class Cached:
 
     def __init__(self, files: list[Path]) -> None:
         self.files = files
+        self.sizes = [path.stat().st_size for path in files]
         self.seen: set[int] = set()
 
     def look(self) -> None:
         unseen = [index for index in range(len(self.files)) if index not in self.seen]
-        sizes = resident_each([self.files[index] for index in unseen])
-        for index, size in zip(unseen, sizes, strict=True):
-            if size >= self.files[index].stat().st_size:
+        resident = resident_each([self.files[index] for index in unseen])
+        for index, size in zip(unseen, resident, strict=True):
+            if size >= self.sizes[index]:
                 self.seen.add(index)
 
     def reaches(self, at_least: int, timeout: float = 180.0) -> None:
